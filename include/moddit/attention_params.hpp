@@ -1,0 +1,57 @@
+#pragma once
+// The plain parameter struct every attention kernel takes (CPU reference and
+// CUDA alike). No framework types: pointers, sizes, strides. Pointers live on
+// the backend's device. Built and validated by prepare_params() (backend.hpp).
+#include <cstdint>
+
+#include "moddit/tensor.hpp"
+
+namespace moddit {
+
+struct AttentionParams {
+  // Q, K, V, O: logical [B, N, H, D], element strides per axis (D stride is 1).
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* out = nullptr;  // same dtype as q
+  DType dtype = DType::F32;
+  int64_t q_stride[3] = {0, 0, 0};  // b, n, h
+  int64_t k_stride[3] = {0, 0, 0};
+  int64_t v_stride[3] = {0, 0, 0};
+  int64_t o_stride[3] = {0, 0, 0};
+  int batch = 0;
+  int seq_len = 0;
+  int num_heads = 0;
+  int head_dim = 0;
+  float softmax_scale = 0.f;  // usually 1/sqrt(D)
+
+  // Block tiling: block b covers tokens [block_starts[b], block_starts[b+1]).
+  const int32_t* block_starts = nullptr;
+  int num_blocks = 0;
+  int max_block_len = 0;  // 64 or 128
+  int first_video_block = 0;
+  int num_video_blocks = 0;
+  // Keys in [key_pad_begin, key_pad_end) are text padding: excluded everywhere.
+  int64_t key_pad_begin = 0;
+  int64_t key_pad_end = 0;
+
+  // Head subset (head fusion): the launch covers heads[0..num_sel_heads). Null
+  // means all heads in order. Heads not covered are not touched.
+  const int32_t* heads = nullptr;
+  int num_sel_heads = 0;
+
+  // Block-sparse layout over the selected heads (BlockLayout CSR): row
+  // ((b * num_sel_heads + s) * num_blocks + qb). Null row_ptr = dense.
+  const int32_t* layout_row_ptr = nullptr;
+  const int32_t* layout_col_idx = nullptr;
+
+  // Optional outputs.
+  float* lse = nullptr;  // [B, H, N] natural-log sum-exp of the scaled scores; -inf for an empty row
+  // Exact sparsity-map counts on computed video x video blocks: [B, H, n, n],
+  // count of real (query, key) pairs with P < eta, P normalised over the computed
+  // keys of the row. Blocks not computed are not written (callers fill -1).
+  int32_t* map_counts = nullptr;
+  float log_eta = 0.f;  // ln(eta), eta > 0
+};
+
+}  // namespace moddit

@@ -1,0 +1,55 @@
+#pragma once
+// The backend interface: dense and block-sparse attention, with the row LSE and
+// the exact sparsity-map counts as optional outputs. The CPU reference and the
+// CUDA backend implement it; every test compares a backend against the CPU one.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moddit/attention_params.hpp"
+#include "moddit/block_layout.hpp"
+#include "moddit/tensor.hpp"
+#include "moddit/token_layout.hpp"
+
+namespace moddit {
+
+// What one attention call computes, in framework-free host terms. Pointers in
+// `lse` and `map_counts` must be on the backend's device.
+struct AttentionCall {
+  TensorView q, k, v, out;
+  const TokenLayout* tokens = nullptr;  // required
+  int block_size = 128;
+  float softmax_scale = 0.f;  // 0 = 1/sqrt(D)
+  const std::vector<int32_t>* heads = nullptr;  // head subset (null = all)
+  const BlockLayout* layout = nullptr;          // null = dense (over the subset)
+  float* lse = nullptr;                         // optional [B, H, N]
+  int32_t* map_counts = nullptr;                // optional [B, H, n, n]
+  float eta = 1e-4f;                            // used with map_counts; must be > 0
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  // Runs one call. Throws moddit::Error on bad input, before any work.
+  virtual void attention(const AttentionCall& call) = 0;
+  // Number of kernel launches (or CPU attention invocations) so far: head fusion
+  // and skipped heads are checked through this.
+  virtual int64_t launches() const = 0;
+};
+
+// Validates a call against the token layout and fills the plain parameter struct
+// (host pointers for grid/layout; a device backend replaces them with its own copies).
+// `grid` must outlive the params. Throws moddit::Error naming the problem.
+AttentionParams prepare_params(const AttentionCall& call, const BlockGrid& grid);
+
+// The fp32 CPU reference backend (threads = 0: all hardware threads).
+std::shared_ptr<Backend> make_cpu_backend(int threads = 0);
+
+// The CUDA backend; throws moddit::Error when moddit was built without CUDA or
+// no device is present.
+std::shared_ptr<Backend> make_cuda_backend(int device_index = 0);
+bool cuda_available();
+
+}  // namespace moddit

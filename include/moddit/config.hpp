@@ -1,0 +1,30 @@
+#pragma once
+// Every MOD-DiT parameter, with its default. JSON keys are the field names;
+// unknown keys and out-of-range values are refused with a message naming the key.
+// docs/CONFIG.md documents each key.
+#include <string>
+#include <vector>
+
+namespace moddit {
+
+struct ModditConfig {
+  int block_size = 128;          // 64 or 128
+  double eta = 1e-4;             // sparsity threshold of Eq. 2, > 0
+  double ridge_lambda = 1e-3;    // ridge of the fit (MtM + lambda I), >= 0 (chosen by eval: docs/CONFIG.md)
+  int warmup_steps = 12;         // m: steps < m are dense; m-2 and m-1 record the map
+  int interval = 10;             // delta t between refresh steps
+  int top_k = 0;                 // K lines kept per head; 0 = derive from target_density
+  double target_density = 0.15;  // used when top_k == 0: smallest K whose mask reaches it
+  double tau_e = 0.5;            // keep frame block-diagonal f iff e_f <= tau_e at both references
+  std::string refresh = "masked";  // "masked" (paper 5.1) or "dense" (official code)
+  std::vector<int> dense_layers;   // layers always computed densely
+
+  // Throws moddit::Error naming the offending key.
+  void validate() const;
+};
+
+ModditConfig moddit_config_from_json(const std::string& json_text);  // unknown keys refused
+std::string moddit_config_to_json(const ModditConfig& config);
+ModditConfig load_moddit_config(const std::string& path);  // errors name the file
+
+}  // namespace moddit

@@ -1,0 +1,27 @@
+#pragma once
+// An owning host tensor [B, N, H, D], contiguous in NHD order. Used by the CPU
+// path, the trajectory I/O and the tests; kernels only ever see TensorViews.
+#include <cstdint>
+#include <vector>
+
+#include "moddit/tensor.hpp"
+
+namespace moddit {
+
+struct HostTensor {
+  DType dtype = DType::F32;
+  int64_t shape[4] = {0, 0, 0, 0};  // B, N, H, D
+  std::vector<uint8_t> bytes;
+
+  HostTensor() = default;
+  HostTensor(DType dtype, int64_t B, int64_t N, int64_t H, int64_t D);
+  int64_t numel() const { return shape[0] * shape[1] * shape[2] * shape[3]; }
+  TensorView view();
+  TensorView view() const;  // const data, same view type
+  float* f32() { return reinterpret_cast<float*>(bytes.data()); }
+  const float* f32() const { return reinterpret_cast<const float*>(bytes.data()); }
+  // A copy converted to another dtype.
+  HostTensor to(DType dtype) const;
+};
+
+}  // namespace moddit

@@ -1,0 +1,43 @@
+#pragma once
+// MOD-DiT as a Policy (DESIGN.md 2): dense warm-up, two recorded reference fits,
+// per-step linear prediction of the line intensities, Top-K + frame
+// block-diagonal + diagonal masks, refresh steps with temporal fusion.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "moddit/config.hpp"
+#include "moddit/policy.hpp"
+
+namespace moddit {
+
+struct FitRecord {
+  int step = 0, layer = 0, slot = 0, head = 0;
+  double nae = 0.0;
+};
+
+class ModditPolicy : public Policy {
+ public:
+  ModditPolicy(const ModditConfig& config, int num_layers, int num_heads);
+  ~ModditPolicy() override;
+  std::string name() const override { return "moddit"; }
+  Plan plan(const CallInfo& call) override;
+  void observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) override;
+
+  const ModditConfig& config() const;
+  // Diagnostics for pictures and reports (empty vectors before the first fit):
+  // the fused map S^ (n x n), the fitted map M X of the latest fit, the latest
+  // video mask (n x n, 1 = live).
+  std::vector<float> fused_map(int layer, int slot, int head) const;
+  std::vector<float> fitted_map(int layer, int slot, int head) const;
+  std::vector<uint8_t> video_mask(int layer, int slot, int head) const;
+  const std::vector<FitRecord>& fits() const;
+  // Bytes of state held (maps, intensities, layouts).
+  int64_t state_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moddit

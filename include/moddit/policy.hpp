@@ -1,0 +1,57 @@
+#pragma once
+// A policy decides, per attention call, what the backend computes: which heads,
+// with which block layout, and whether the exact sparsity map is recorded. The
+// Session (session.hpp) runs the plan; MOD-DiT, Sparse-vDiT and the evaluation
+// baselines are policies.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moddit/block_layout.hpp"
+#include "moddit/token_layout.hpp"
+
+namespace moddit {
+
+struct CallInfo {
+  int step = 0;        // denoising step, 0-based
+  int num_steps = 0;   // schedule length T
+  int layer = 0;
+  int slot_begin = 0;  // state slot of batch item 0 (CFG branch / batch item)
+  int batch = 0;
+  int num_heads = 0;
+  int head_dim = 0;
+  const TokenLayout* tokens = nullptr;
+  const BlockGrid* grid = nullptr;
+};
+
+// One launch: a set of heads and the layout they share (none = dense).
+struct HeadGroup {
+  std::vector<int32_t> heads;        // ascending head indices
+  std::optional<BlockLayout> layout; // over (batch, heads.size()); nullopt = dense
+  std::string label;                 // "dense", "sparse", "diagonal", ...
+};
+
+enum class CallKind : int32_t { Dense = 0, Record = 1, Sparse = 2, Refresh = 3 };
+const char* to_string(CallKind);
+
+struct Plan {
+  CallKind kind = CallKind::Dense;
+  std::vector<HeadGroup> groups;  // heads in no group are skipped: output zeros, no launch
+  bool record_map = false;        // the backend writes map counts for observe()
+};
+
+class Policy {
+ public:
+  virtual ~Policy() = default;
+  virtual std::string name() const = 0;
+  virtual Plan plan(const CallInfo& call) = 0;
+  // After the plan ran. `map_counts` is host memory [batch, heads, n, n] with
+  // -1 where a block was not computed; null unless plan.record_map.
+  virtual void observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) {}
+};
+
+// A plan that runs every head densely in one launch.
+Plan dense_plan(int num_heads, bool record_map = false);
+
+}  // namespace moddit

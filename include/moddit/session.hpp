@@ -1,0 +1,63 @@
+#pragma once
+// The controller a model integration talks to. It is told the denoising step,
+// is called per layer with Q/K/V, asks its policy what to run, runs the backend
+// and writes the output. State slots follow the caller: batch item b of the
+// k-th call to a layer within one step uses slot (sum of earlier batch sizes) + b,
+// so CFG as batch 2 and CFG as two calls both keep their own state.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moddit/backend.hpp"
+#include "moddit/policy.hpp"
+
+namespace moddit {
+
+struct SessionOptions {
+  int num_steps = 50;
+  int num_layers = 1;
+  int num_heads = 1;
+  int head_dim = 128;
+  int block_size = 128;
+  float eta = 1e-4f;
+};
+
+struct CallRecord {
+  int step = 0, layer = 0, slot_begin = 0, batch = 0;
+  CallKind kind = CallKind::Dense;
+  double density = 1.0;     // video x video density actually computed (mean over batch, heads)
+  int launches = 0;
+  double seconds = 0.0;     // wall time of the backend work
+  double overhead_seconds = 0.0;  // policy work (plan + observe)
+};
+
+class Session {
+ public:
+  Session(const TokenLayout& tokens, const SessionOptions& options,
+          std::shared_ptr<Backend> backend, std::shared_ptr<Policy> policy);
+
+  void begin_step(int step);
+  // out must not alias q/k/v. slot_begin < 0: automatic (see above).
+  void attention(int layer, const TensorView& q, const TensorView& k, const TensorView& v,
+                 const TensorView& out, int slot_begin = -1);
+
+  const TokenLayout& tokens() const { return tokens_; }
+  const BlockGrid& grid() const { return grid_; }
+  const SessionOptions& options() const { return options_; }
+  Policy& policy() { return *policy_; }
+  Backend& backend() { return *backend_; }
+  const std::vector<CallRecord>& history() const { return history_; }
+
+ private:
+  TokenLayout tokens_;
+  SessionOptions options_;
+  BlockGrid grid_;
+  std::shared_ptr<Backend> backend_;
+  std::shared_ptr<Policy> policy_;
+  int step_ = 0;
+  std::vector<int> slots_used_;  // per layer, within the current step
+  std::vector<CallRecord> history_;
+  std::vector<int32_t> map_host_;
+};
+
+}  // namespace moddit

@@ -1,0 +1,102 @@
+#include <cmath>
+
+#include "moddit/backend.hpp"
+#include "moddit/error.hpp"
+
+namespace moddit {
+
+namespace {
+void same_shape(const TensorView& a, const TensorView& b, const char* name) {
+  for (int i = 0; i < 4; ++i)
+    MODDIT_CHECK(a.shape[i] == b.shape[i], name, ": shape [", b.shape[0], ", ", b.shape[1], ", ",
+                 b.shape[2], ", ", b.shape[3], "] differs from q's [", a.shape[0], ", ",
+                 a.shape[1], ", ", a.shape[2], ", ", a.shape[3], "]");
+  MODDIT_CHECK(a.dtype == b.dtype, name, ": dtype ", to_string(b.dtype), " differs from q's ",
+               to_string(a.dtype));
+  MODDIT_CHECK(a.device == b.device && a.device_index == b.device_index, name,
+               ": on a different device than q");
+}
+void copy_strides(const TensorView& t, int64_t* s) {
+  s[0] = t.stride[kB];
+  s[1] = t.stride[kN];
+  s[2] = t.stride[kH];
+}
+}  // namespace
+
+AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
+  MODDIT_CHECK(c.tokens != nullptr, "attention: no token layout given");
+  validate_view(c.q, "q");
+  validate_view(c.k, "k");
+  validate_view(c.v, "v");
+  validate_view(c.out, "out");
+  same_shape(c.q, c.k, "k");
+  same_shape(c.q, c.v, "v");
+  same_shape(c.q, c.out, "out");
+  const int64_t N = c.q.seq_len();
+  MODDIT_CHECK(N == c.tokens->total_tokens(), "q: sequence length ", N,
+               " does not match the token layout (", c.tokens->describe(), ")");
+  MODDIT_CHECK(grid.starts.back() == N, "attention: block grid covers ", grid.starts.back(),
+               " tokens, q has ", N);
+  MODDIT_CHECK(c.block_size == grid.block_size, "attention: block_size ", c.block_size,
+               " differs from the grid's ", grid.block_size);
+  MODDIT_CHECK(c.q.batch() < (1 << 20) && c.q.heads() < (1 << 16), "q: batch/heads too large");
+  MODDIT_CHECK(c.map_counts == nullptr || (c.eta > 0.f && std::isfinite(c.eta)),
+               "attention: eta must be > 0 to record the sparsity map, got ", c.eta);
+
+  AttentionParams p;
+  p.q = c.q.data;
+  p.k = c.k.data;
+  p.v = c.v.data;
+  p.out = c.out.data;
+  p.dtype = c.q.dtype;
+  copy_strides(c.q, p.q_stride);
+  copy_strides(c.k, p.k_stride);
+  copy_strides(c.v, p.v_stride);
+  copy_strides(c.out, p.o_stride);
+  p.batch = static_cast<int>(c.q.batch());
+  p.seq_len = static_cast<int>(N);
+  p.num_heads = static_cast<int>(c.q.heads());
+  p.head_dim = static_cast<int>(c.q.head_dim());
+  p.softmax_scale =
+      c.softmax_scale > 0.f ? c.softmax_scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
+  p.block_starts = grid.starts.data();
+  p.num_blocks = grid.num_blocks();
+  p.max_block_len = grid.block_size;
+  p.first_video_block = grid.first_video_block;
+  p.num_video_blocks = grid.num_video_blocks;
+  p.key_pad_begin = c.tokens->pad_begin();
+  p.key_pad_end = c.tokens->pad_end();
+
+  if (c.heads) {
+    MODDIT_CHECK(!c.heads->empty(), "attention: empty head subset (skipped heads are not launched)");
+    for (size_t i = 0; i < c.heads->size(); ++i) {
+      const int32_t h = (*c.heads)[i];
+      MODDIT_CHECK(h >= 0 && h < p.num_heads, "attention: head index ", h, " out of range [0, ",
+                   p.num_heads, ")");
+      MODDIT_CHECK(i == 0 || (*c.heads)[i - 1] < h,
+                   "attention: head subset must be ascending without duplicates (at ", h, ")");
+    }
+    p.heads = c.heads->data();
+    p.num_sel_heads = static_cast<int>(c.heads->size());
+  } else {
+    p.num_sel_heads = p.num_heads;
+  }
+
+  if (c.layout) {
+    const BlockLayout& l = *c.layout;
+    l.validate();
+    MODDIT_CHECK(l.batch == p.batch && l.heads == p.num_sel_heads &&
+                     l.num_q_blocks == p.num_blocks && l.num_k_blocks == p.num_blocks,
+                 "attention: block layout is [batch ", l.batch, ", heads ", l.heads, ", ",
+                 l.num_q_blocks, "x", l.num_k_blocks, "], the call needs [batch ", p.batch,
+                 ", heads ", p.num_sel_heads, ", ", p.num_blocks, "x", p.num_blocks, "]");
+    p.layout_row_ptr = l.row_ptr.data();
+    p.layout_col_idx = l.col_idx.data();
+  }
+  p.lse = c.lse;
+  p.map_counts = c.map_counts;
+  p.log_eta = c.map_counts ? std::log(c.eta) : 0.f;
+  return p;
+}
+
+}  // namespace moddit
