@@ -37,6 +37,18 @@ class Backend {
   // Number of kernel launches (or CPU attention invocations) so far: head fusion
   // and skipped heads are checked through this.
   virtual int64_t launches() const = 0;
+
+  // Memory on the backend's device (host memory for the CPU backend), for the
+  // optional outputs (LSE, map counts) and layouts.
+  virtual std::shared_ptr<void> allocate(size_t bytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill_i32(int32_t* dst, int32_t value, size_t count) = 0;
+  // Writes zeros into the given heads of `out` (skipped heads). Counts no launch
+  // on the CPU; one small launch on a GPU.
+  virtual void zero_heads(const TensorView& out, const std::vector<int32_t>& heads) = 0;
+  // Waits for queued work (no-op on the CPU).
+  virtual void synchronize() {}
 };
 
 // Validates a call against the token layout and fills the plain parameter struct
