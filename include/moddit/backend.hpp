@@ -49,6 +49,13 @@ class Backend {
   virtual void zero_heads(const TensorView& out, const std::vector<int32_t>& heads) = 0;
   // Waits for queued work (no-op on the CPU).
   virtual void synchronize() {}
+  // The stream that later work (attention, copies, fills, zero_heads) is queued
+  // on: a cudaStream_t passed as void* (null = the legacy default stream). The
+  // Python module sets it to the caller's current stream before every call, so
+  // moddit orders with the framework's work without synchronising. Ignored on
+  // the CPU.
+  virtual void set_stream(void* stream) { (void)stream; }
+  virtual void* stream() const { return nullptr; }
 };
 
 // Validates a call against the token layout and fills the plain parameter struct

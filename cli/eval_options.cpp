@@ -1,0 +1,131 @@
+#include "eval_options.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "moddit/config.hpp"
+#include "moddit/error.hpp"
+#include "progress.hpp"
+
+namespace moddit::cli {
+
+namespace {
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream is(s);
+  while (std::getline(is, item, ',')) {
+    const auto a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
+    out.push_back(a == std::string::npos ? "" : item.substr(a, b - a + 1));
+  }
+  return out;
+}
+}  // namespace
+
+void add_eval_options(CLI::App& cmd, EvalOptions& o) {
+  cmd.add_option("--policies", o.policies,
+                 "comma list of dense, moddit, oracle, window, radial, svg; 'moddit:key=value' "
+                 "overrides a config key for that entry")
+      ->capture_default_str();
+  cmd.add_option("--density", o.density, "target video density of every sparse policy, in (0, 1]")
+      ->capture_default_str();
+  cmd.add_option("--config", o.config_path, "MOD-DiT config JSON (docs/CONFIG.md)");
+  cmd.add_option("--ridge-lambda", o.ridge_lambda,
+                 "ridge lambda of the MOD-DiT fit; a comma list runs one MOD-DiT per value (a "
+                 "sweep, sharing the dense reference)");
+  cmd.add_option("--eta", o.eta, "sparsity threshold eta of the map (> 0)");
+  cmd.add_option("--top-k", o.top_k, "MOD-DiT lines kept per head (0 = from --density)");
+  cmd.add_option("--warmup", o.warmup_steps, "MOD-DiT warm-up steps m (all policies dense before)");
+  cmd.add_option("--interval", o.interval, "MOD-DiT refresh interval");
+  cmd.add_option("--block-size", o.block_size, "block size, 64 or 128");
+  cmd.add_option("--refresh", o.refresh, "MOD-DiT refresh mode: masked or dense");
+  cmd.add_option("--out", o.out, "report directory (report.json and PNG pictures)")
+      ->capture_default_str();
+  cmd.add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
+  cmd.add_option("--first-step", o.first_step,
+                 "first step run (default warmup - 2: earlier steps are dense for every policy)");
+  cmd.add_option("--max-layers", o.max_layers, "run only the first N recorded layers (0 = all)");
+  cmd.add_option("--snapshot-heads", o.snapshot_heads,
+                 "comma list of heads pictured (default 0,1,2,3)");
+  cmd.add_flag("--quiet,-q", o.quiet, "no progress bar");
+}
+
+EvalSettings make_eval_settings(const EvalOptions& o) {
+  EvalSettings s;
+  ModditConfig c = o.config_path.empty() ? ModditConfig{} : load_moddit_config(o.config_path);
+  if (!std::isnan(o.eta)) c.eta = o.eta;
+  if (o.top_k >= 0) c.top_k = o.top_k;
+  if (o.warmup_steps >= 0) c.warmup_steps = o.warmup_steps;
+  if (o.interval >= 0) c.interval = o.interval;
+  if (o.block_size >= 0) c.block_size = o.block_size;
+  if (!o.refresh.empty()) c.refresh = o.refresh;
+  MODDIT_CHECK(o.density > 0.0 && o.density <= 1.0, "--density must be in (0, 1], got ",
+               o.density);
+  c.target_density = o.density;
+  std::string policies = o.policies;
+  const std::vector<std::string> lambdas = split_list(o.ridge_lambda);
+  if (lambdas.size() == 1) {
+    try {
+      size_t used = 0;
+      c.ridge_lambda = std::stod(lambdas[0], &used);
+      MODDIT_CHECK(used == lambdas[0].size(), "");
+    } catch (const std::exception&) {
+      throw Error("--ridge-lambda: '" + lambdas[0] + "' is not a number");
+    }
+  } else if (lambdas.size() > 1) {
+    // Every moddit entry becomes one entry per lambda.
+    std::string expanded;
+    for (const std::string& item : split_list(policies)) {
+      const bool is_moddit = item.rfind("moddit", 0) == 0;
+      if (!is_moddit) {
+        expanded += (expanded.empty() ? "" : ",") + item;
+        continue;
+      }
+      for (const std::string& l : lambdas)
+        expanded += (expanded.empty() ? "" : ",") + item + ":ridge_lambda=" + l;
+    }
+    policies = expanded;
+  }
+  c.validate();
+  s.config = c;
+  s.target_density = o.density;
+  s.policies = parse_policy_list(policies, c, o.density);
+  s.threads = o.threads;
+  s.first_step = o.first_step;
+  s.max_layers = o.max_layers;
+  if (!o.snapshot_heads.empty()) {
+    s.snapshot_heads.clear();
+    for (const std::string& h : split_list(o.snapshot_heads)) {
+      try {
+        s.snapshot_heads.push_back(std::stoi(h));
+      } catch (const std::exception&) {
+        throw Error("--snapshot-heads: '" + h + "' is not a head index");
+      }
+    }
+  }
+  return s;
+}
+
+void run_and_report(TrajectorySource& source, EvalSettings settings, const EvalOptions& o,
+                    const std::string& what) {
+  ProgressBar bar(what, !o.quiet);
+  EvalResult r;
+  try {
+    r = run_evaluation(source, settings, [&](int done, int total) { bar.update(done, total); });
+  } catch (...) {
+    bar.finish();  // the error message goes on its own line
+    throw;
+  }
+  bar.finish();
+  const std::vector<std::string> files = write_eval_report(r, o.out);
+  std::printf("%s\n", r.info.source.c_str());
+  std::printf("%s", format_eval_table(r).c_str());
+  std::printf("wall time %.1f s (dense reference %.1f s, block mass %.1f s, trajectory %.1f s; %d "
+              "thread(s))\n",
+              r.wall_seconds, r.reference_seconds, r.stats_seconds, r.load_seconds, r.threads);
+  std::printf("report: %s (%zu pictures)\n", files.front().c_str(), files.size() - 1);
+  std::printf("%s", eval_pictures_legend(r).c_str());
+}
+
+}  // namespace moddit::cli

@@ -1,0 +1,258 @@
+"""The controller behind moddit.diffusers.enable(): one per transformer. It owns
+the moddit Sessions of the current generation, counts state slots per layer and
+step (CFG as batch 2 or as two calls), times every attention call and collects
+what the summary reports."""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from .. import _api
+from .. import _moddit as _C
+from .families import Family
+from .steps import StepTracker, timestep_value
+
+
+@dataclass
+class CallStat:
+    step: int
+    layer: int
+    batch: int
+    kind: str           # "dense", "record", "sparse", "refresh", "sdpa"
+    density: float
+    launches: int
+    timer: Any          # (start_event, end_event) on CUDA, seconds on the CPU
+    overhead_seconds: float = 0.0
+
+    def seconds(self) -> float:
+        if isinstance(self.timer, tuple):
+            start, end = self.timer
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0
+        return float(self.timer)
+
+
+@dataclass
+class ForwardStat:
+    step: int
+    timer: Any
+
+
+class Controller:
+    def __init__(self, model, family: Family, tracker: StepTracker, policy: Any,
+                 config: Any, config_kw: Dict[str, Any]):
+        self.model = model
+        self.family = family
+        self.tracker = tracker
+        self.policy_spec = (policy, config, dict(config_kw))
+        self.modules = family.attention_modules(model)
+        self.num_layers = len(self.modules)
+        first = self.modules[0]
+        self.num_heads = int(first.heads)
+        self.head_dim = int(first.to_q.out_features) // self.num_heads
+        self.block_size = int(config_kw.get("block_size", 128))
+        self.eta = float(config_kw.get("eta", 1e-4))
+        # Dense-equivalent runs (policy "sdpa") use diffusers' own attention.
+        self.use_moddit = not (isinstance(policy, str) and policy == "sdpa")
+        self.recorder = None
+        self.fallbacks: Dict[int, str] = {}
+        self._grid: Optional[Tuple[int, int, int]] = None
+        self._text_valid: Optional[List[int]] = None
+        self._generation = -1
+        self._hooks: List[Any] = []
+        self._forward_timer = None
+        self._signature = inspect.signature(model.forward)
+        self.reset()
+
+    # --- generation state ------------------------------------------------------
+    def reset(self) -> None:
+        self.sessions: Dict[Tuple, Tuple[_api.Session, List[int]]] = {}
+        self.policy = None
+        self.calls: List[CallStat] = []
+        self.forwards: List[ForwardStat] = []
+        self._slot_step = -1
+        self._slots: Dict[int, int] = {}
+        self._generation = self.tracker.generation
+
+    def _policy(self):
+        if self.policy is None:
+            policy, config, kw = self.policy_spec
+            kw = {k: v for k, v in kw.items() if k not in ("num_steps",)}
+            self.policy = _api.make_policy(policy, self.num_layers, self.num_heads, config, **kw)
+            if isinstance(self.policy, _C.ModditPolicy):
+                self.block_size = self.policy.config.block_size
+                self.eta = self.policy.config.eta
+            elif isinstance(self.policy, _C.SparseVditPolicy):
+                self.block_size = self.policy.config.block_size
+        return self.policy
+
+    def _session(self, tokens: _C.TokenLayout, device: torch.device):
+        key = (tokens.frames, tokens.height, tokens.width, tokens.text_tokens, tokens.text_valid,
+               tokens.text_position, device.type, device.index)
+        entry = self.sessions.get(key)
+        if entry is None:
+            policy = self._policy()
+            session = _api.Session(
+                tokens, policy, device=str(device) if device.type == "cuda" else "cpu",
+                num_steps=self.tracker.schedule_length(), num_layers=self.num_layers,
+                num_heads=self.num_heads, head_dim=self.head_dim, block_size=self.block_size,
+                eta=self.eta)
+            entry = (session, [-1])
+            self.sessions[key] = entry
+        return entry
+
+    # --- hooks -------------------------------------------------------------------
+    def pre_forward(self, module, args, kwargs):
+        # Bind positional arguments to the forward's parameter names: the order
+        # differs per family (CogVideoX passes encoder_hidden_states second).
+        try:
+            bound = self._signature.bind_partial(*args, **kwargs).arguments
+        except TypeError:
+            bound = dict(kwargs)
+        hidden = bound.get("hidden_states")
+        timestep = bound.get("timestep")
+        if hidden is not None and hidden.ndim == 5:
+            self._grid = self.family.token_grid(self.model, tuple(hidden.shape))
+        self._text_valid = None
+        if self.family.text_mask_arg:
+            mask = bound.get(self.family.text_mask_arg)
+            if mask is not None:
+                self._text_valid = [int(x) for x in mask.reshape(mask.shape[0], -1).sum(1).tolist()]
+        step = self.tracker.on_forward(timestep_value(timestep))
+        if self._generation != self.tracker.generation:
+            self.reset()
+        if step != self._slot_step:
+            self._slot_step = step
+            self._slots = {}
+        self._forward_timer = _Timer(hidden)
+        return None
+
+    def post_forward(self, module, args, kwargs, output):
+        if self._forward_timer is not None:
+            self.forwards.append(ForwardStat(self.tracker.step, self._forward_timer.stop()))
+            self._forward_timer = None
+        return None
+
+    def note_fallback(self, layer: int, why: str) -> None:
+        self.fallbacks[layer] = why
+
+    # --- the attention call --------------------------------------------------------
+    def tokens_for(self, n_total: int, text_tokens: int) -> Tuple[int, int, int]:
+        video = n_total - text_tokens
+        if self._grid is None:
+            raise _C.Error("moddit.diffusers: attention called before the transformer's forward "
+                           "(the token grid is unknown); call the model, not its blocks")
+        f, h, w = self._grid
+        if f * h * w != video:
+            if h * w > 0 and video % (h * w) == 0:
+                f = video // (h * w)  # temporal patching rounded differently
+            else:
+                raise _C.Error(
+                    f"moddit.diffusers: {video} video tokens do not fit the latent grid "
+                    f"{f}x{h}x{w} of this forward")
+        return f, h, w
+
+    def attention(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                  text_tokens: int, dense: Callable[[], torch.Tensor],
+                  key_mask: Optional[torch.Tensor] = None, qkv_layout: str = "NHD"):
+        n_axis = 1 if qkv_layout == "NHD" else 2
+        B, N = int(q.shape[0]), int(q.shape[n_axis])
+        frames, height, width = self.tokens_for(N, text_tokens)
+        step = max(self.tracker.step, 0)
+        if step != self._slot_step:  # processors called without the model's forward hook
+            self._slot_step, self._slots = step, {}
+        slot_begin = self._slots.get(layer, 0)
+        self._slots[layer] = slot_begin + B
+        text_valid = self._text_valid_for(B, N, text_tokens, key_mask)
+
+        if self.recorder is not None:
+            self.recorder.capture(self, step, layer, slot_begin, q, k, v, qkv_layout,
+                                  (frames, height, width), text_tokens, text_valid)
+
+        timer = _Timer(q)
+        if not self.use_moddit:
+            out = dense()
+            self.calls.append(CallStat(step, layer, B, "sdpa", 1.0, 1, timer.stop()))
+            return out
+
+        out = torch.empty_like(q)
+        position = self.family.text_position if text_tokens > 0 else "none"
+        kind, density, launches, overhead = "dense", 0.0, 0, 0.0
+        b0 = 0
+        for b1, valid in _runs(text_valid):
+            tokens = _C.TokenLayout(frames=frames, height=height, width=width,
+                                    text_tokens=text_tokens, text_valid=valid,
+                                    text_position=position)
+            session, last_step = self._session(tokens, q.device)
+            if last_step[0] != step:
+                session.begin_step(step)
+                last_step[0] = step
+            before = session.history_size
+            session.attention(layer, q[b0:b1], k[b0:b1], v[b0:b1], out[b0:b1],
+                              slot_begin=slot_begin + b0, qkv_layout=qkv_layout)
+            for rec in session.history_since(before):
+                kind = _C_kind(rec.kind)
+                density += rec.density * rec.batch
+                launches += rec.launches
+                overhead += rec.overhead_seconds
+            b0 = b1
+        self.calls.append(CallStat(step, layer, B, kind, density / B, launches, timer.stop(),
+                                   overhead))
+        return out
+
+    def _text_valid_for(self, B: int, N: int, text_tokens: int,
+                        key_mask: Optional[torch.Tensor]) -> List[int]:
+        if text_tokens == 0:
+            return [0] * B
+        if self._text_valid is not None and len(self._text_valid) == B:
+            return [min(int(x), text_tokens) for x in self._text_valid]
+        if key_mask is not None:
+            m = key_mask.reshape(key_mask.shape[0], -1)
+            if m.shape[-1] == N:
+                if self.family.text_position == "after":
+                    text = m[:, N - text_tokens:]
+                else:
+                    text = m[:, :text_tokens]
+                counts = text.to(torch.int32).sum(1).tolist()
+                return [int(c) for c in (counts if len(counts) == B else counts * B)]
+        return [text_tokens] * B
+
+
+def _runs(values: List[int]):
+    """(end, value) of each run of equal consecutive values."""
+    i = 0
+    while i < len(values):
+        j = i + 1
+        while j < len(values) and values[j] == values[i]:
+            j += 1
+        yield j, values[i]
+        i = j
+
+
+def _C_kind(kind) -> str:
+    return {_C.CallKind.DENSE: "dense", _C.CallKind.RECORD: "record",
+            _C.CallKind.SPARSE: "sparse", _C.CallKind.REFRESH: "refresh"}.get(kind, str(kind))
+
+
+class _Timer:
+    """CUDA events on the caller's stream for CUDA tensors (no synchronisation
+    until the summary), wall time on the CPU."""
+
+    def __init__(self, like: Any):
+        self.cuda = like is not None and hasattr(like, "is_cuda") and like.is_cuda
+        if self.cuda:
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self):
+        if self.cuda:
+            self.end.record()
+            return (self.start, self.end)
+        return time.perf_counter() - self.t0

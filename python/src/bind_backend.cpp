@@ -1,0 +1,84 @@
+// Backends and the one-call attention function (dense or block-sparse, with the
+// row LSE and the exact sparsity-map counts as optional outputs).
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "moddit/backend.hpp"
+#include "moddit/error.hpp"
+#include "py_common.hpp"
+
+namespace moddit::py {
+
+namespace {
+
+void attention(Backend& backend, const AnyTensor& q, const AnyTensor& k, const AnyTensor& v,
+               const AnyMutTensor& out, const TokenLayout& tokens, int block_size,
+               float softmax_scale, const BlockLayout* layout,
+               const std::optional<std::vector<int32_t>>& heads,
+               const std::optional<AnyMutTensor>& lse, const std::optional<AnyMutTensor>& map_counts,
+               float eta, const std::string& qkv_layout, uintptr_t stream) {
+  const Layout lay = layout_from_string(qkv_layout);
+  AttentionCall call;
+  call.q = tensor_view(q, lay, "q");
+  call.k = tensor_view(k, lay, "k");
+  call.v = tensor_view(v, lay, "v");
+  call.out = tensor_view(out, lay, "out");
+  MODDIT_CHECK(call.q.device == backend.device(), "q: a ", to_string(call.q.device),
+               " tensor given to the ", backend.name(), " backend");
+  call.tokens = &tokens;
+  call.block_size = block_size;
+  call.softmax_scale = softmax_scale;
+  call.heads = heads ? &*heads : nullptr;
+  call.layout = layout;
+  call.eta = eta;
+  const DeviceRef dev{call.q.device, call.q.device_index};
+  const int64_t B = call.q.batch(), H = call.q.heads(), N = call.q.seq_len();
+  if (lse) call.lse = lse_buffer(*lse, {B, H, N}, dev);
+  if (map_counts) {
+    const BlockGrid grid = make_block_grid(tokens, block_size);
+    const int64_t n = grid.num_video_blocks;
+    call.map_counts = map_buffer(*map_counts, {B, H, n, n}, dev);
+  }
+  nb::gil_scoped_release release;
+  backend.set_stream(reinterpret_cast<void*>(stream));
+  backend.attention(call);
+}
+
+}  // namespace
+
+void bind_backend(nb::module_& m) {
+  nb::class_<Backend>(m, "Backend", "A compute backend (the CPU reference or CUDA).")
+      .def_prop_ro("name", &Backend::name)
+      .def_prop_ro("device", &Backend::device)
+      .def_prop_ro("launches", &Backend::launches,
+                   "Kernel launches (CPU: attention invocations) so far.")
+      .def("synchronize", &Backend::synchronize, nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "set_stream",
+          [](Backend& b, uintptr_t stream) { b.set_stream(reinterpret_cast<void*>(stream)); },
+          nb::arg("stream"), "cudaStream_t as an integer (0 = legacy default stream).")
+      .def_prop_ro("stream",
+                   [](const Backend& b) { return reinterpret_cast<uintptr_t>(b.stream()); })
+      .def("__repr__", [](const Backend& b) { return "<moddit Backend " + b.name() + ">"; });
+
+  m.def("cpu_backend", &make_cpu_backend, nb::arg("threads") = 0,
+        "The fp32 CPU reference backend (threads=0: all hardware threads).");
+  m.def("cuda_backend", &make_cuda_backend, nb::arg("device_index") = 0,
+        "The CUDA backend; raises moddit.Error without CUDA.");
+  m.def("cuda_available", &cuda_available);
+
+  m.def("attention", &attention, nb::arg("backend"), nb::arg("q"), nb::arg("k"), nb::arg("v"),
+        nb::arg("out"), nb::arg("tokens"), nb::arg("block_size") = 128,
+        nb::arg("softmax_scale") = 0.f, nb::arg("layout").none() = nb::none(),
+        nb::arg("heads").none() = nb::none(), nb::arg("lse").none() = nb::none(),
+        nb::arg("map_counts").none() = nb::none(), nb::arg("eta") = 1e-4f,
+        nb::arg("qkv_layout") = "NHD", nb::arg("stream") = 0,
+        "Low-level: one attention call into preallocated outputs (see moddit.attention).");
+}
+
+}  // namespace moddit::py

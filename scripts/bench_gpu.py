@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""moddit's CUDA attention beside PyTorch's SDPA (cuDNN and flash backends) and
+FlexAttention, in one process, on the same inputs and the same block layouts.
+
+For every shape (B=1, bf16) and density it builds a layout (random, or
+MOD-DiT-shaped: diagonals nearest the main one, key columns and sometimes the
+frame block-diagonal, grown until the target video density), runs
+
+  moddit   dense (no layout) or block-sparse over the layout   (libmoddit_capi.so)
+  cudnn    SDPA, SDPBackend.CUDNN_ATTENTION   (dense only: it has no block mask)
+  flash    SDPA, SDPBackend.FLASH_ATTENTION   (dense only)
+  flex     torch.compile'd flex_attention with BlockMask.from_kv_blocks of the same layout
+
+checks that each output agrees with moddit's (relative L2 error), and prints one
+table of median times and effective TFLOP/s = 4*B*H*D*sum(live query x key pairs)/t.
+
+Run on the GPU machine after scripts/gpu_build.sh:
+  python3 scripts/bench_gpu.py --lib build-gpu/src/cuda/libmoddit_capi.so
+"""
+import argparse
+import ctypes
+import datetime
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+SHAPES = {  # name: (heads, head dim, frames, height, width); video only, N = f*h*w
+    "wan": (40, 128, 21, 30, 52),      # Wan2.1-14B 480p, N = 32760
+    "hunyuan": (24, 128, 21, 45, 80),  # HunyuanVideo-like, N = 75600
+    "cog": (48, 64, 23, 32, 48),       # CogVideoX-like, N = 35328
+}
+
+
+def video_layout(kind, density, H, nb, tokens_per_frame, bs, N, rng):
+    """[H, nb, nb] bool masks; diagonal always live."""
+    masks = np.zeros((H, nb, nb), dtype=bool)
+    idx = np.arange(nb)
+    starts = np.minimum(idx * bs, N)
+    ends = np.minimum(starts + bs, N)
+    for h in range(H):
+        m = masks[h]
+        m[idx, idx] = True
+        if kind == "random":
+            p = max(0.0, (density - 1.0 / nb) / (1.0 - 1.0 / nb))
+            m |= rng.random((nb, nb)) < p
+            continue
+        target = math.ceil(density * nb * nb)
+        if rng.random() < 0.3 and density >= 0.2:  # frame block-diagonal
+            f0, f1 = starts // tokens_per_frame, (ends - 1) // tokens_per_frame
+            fm = (f0[:, None] <= f1[None, :]) & (f0[None, :] <= f1[:, None])
+            flat = np.flatnonzero(fm & ~m)[: max(0, target - int(m.sum()))]
+            m.flat[flat] = True
+        cols = rng.permutation(nb)
+        col_share = 0.5 * rng.random()
+        nc, nd = 0, 1
+        while m.sum() < target and (nc < nb or nd < nb):
+            if nc < nb and (rng.random() < col_share or nd >= nb):
+                m[:, cols[nc]] = True
+                nc += 1
+            else:
+                m[idx[:-nd], idx[nd:]] = True
+                m[idx[nd:], idx[:-nd]] = True
+                nd += 1
+    return masks
+
+
+class Moddit:
+    def __init__(self, lib):
+        self.lib = ctypes.CDLL(lib)
+        self.lib.moddit_capi_error.restype = ctypes.c_char_p
+        f = self.lib.moddit_capi_attention
+        P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+        f.argtypes = [P, P, P, P, I, I, I, I, I, I, L, L, L, L, L, I, I, P, P, P, P, ctypes.c_float]
+        f.restype = I
+
+    def attention(self, q, k, v, out, shape, bs, row_ptr=None, col_idx=None, lse=None):
+        H, D, F, hh, ww = shape
+        B, N = q.shape[0], q.shape[1]
+        rc = self.lib.moddit_capi_attention(
+            q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 1, 0, B, N, H, D, F, hh, ww,
+            0, 0, 0, bs,
+            None if row_ptr is None else row_ptr.ctypes.data,
+            None if col_idx is None else col_idx.ctypes.data,
+            None if lse is None else lse.data_ptr(), None, ctypes.c_float(1e-4))
+        if rc != 0:
+            raise RuntimeError(self.lib.moddit_capi_error().decode())
+
+
+def bench_ms(fn, iters):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return float(np.median(times))
+
+
+def rel(a, b):
+    a, b = a.float(), b.float()
+    return float((a - b).norm() / b.norm())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lib", default="build-gpu/src/cuda/libmoddit_capi.so")
+    ap.add_argument("--shapes", default="wan,hunyuan,cog")
+    ap.add_argument("--densities", default="1,0.5,0.2,0.1,0.05")
+    ap.add_argument("--layouts", default="random,moddit")
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+
+    md = Moddit(args.lib)
+    dev = torch.cuda.get_device_name()
+    print(f"device: {dev}; torch {torch.__version__}; {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC")
+    print("command: python3 " + " ".join(sys.argv))
+    flex = torch.compile(flex_attention, dynamic=False)
+    bs = 128
+    rows = []
+    hdr = f"{'shape':8} {'layout':7} {'dens':>5} {'impl':7} {'ms':>9} {'TFLOP/s':>8} {'rel.err':>8}"
+    print(hdr)
+    for name in args.shapes.split(","):
+        shape = SHAPES[name]
+        H, D, F, hh, ww = shape
+        N = F * hh * ww
+        nb = (N + bs - 1) // bs
+        torch.manual_seed(0)
+        q, k, v = (torch.randn(1, N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # [B, H, N, D] views for torch
+        out = torch.empty_like(q)
+        blen = np.minimum(np.arange(nb) * bs + bs, N) - np.arange(nb) * bs
+        rng = np.random.default_rng(1234)
+        for dstr in args.densities.split(","):
+            density = float(dstr)
+            for kind in args.layouts.split(","):
+                if density >= 1.0 and kind != args.layouts.split(",")[0]:
+                    continue
+                res = {}
+                if density >= 1.0:
+                    lname, masks = "dense", None
+                    pairs = float(H) * N * N
+                    row_ptr = col_idx = None
+                else:
+                    lname = kind
+                    masks = video_layout(kind, density, H, nb, hh * ww, bs, N, rng)
+                    counts = masks.sum(-1).astype(np.int32)  # [H, nb]
+                    row_ptr = np.zeros(H * nb + 1, dtype=np.int32)
+                    row_ptr[1:] = np.cumsum(counts.reshape(-1))
+                    col_idx = np.ascontiguousarray(np.nonzero(masks.reshape(H * nb, nb))[1].astype(np.int32))
+                    bl = blen.astype(np.float64)
+                    pairs = float(sum(bl @ masks[h].astype(np.float64) @ bl for h in range(H)))
+                real_density = pairs / (float(H) * N * N)
+                flops = 4.0 * D * pairs
+
+                def run_moddit():
+                    md.attention(q, k, v, out, shape, bs, row_ptr, col_idx)
+                res["moddit"] = (bench_ms(run_moddit, args.iters), out.clone())
+                ref = res["moddit"][1]
+                if masks is None:
+                    for impl, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+                        try:
+                            with sdpa_kernel([be]):
+                                fn = lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt)
+                                o = fn()
+                                res[impl] = (bench_ms(fn, args.iters), o.transpose(1, 2))
+                        except Exception as e:  # a backend that refuses the shape
+                            print(f"  {impl}: not run ({str(e).splitlines()[0][:100]})")
+                if not args.no_flex:
+                    try:
+                        if masks is None:
+                            bm = None
+                        else:
+                            tm = torch.from_numpy(masks).cuda()
+                            cnt = tm.sum(-1).to(torch.int32)[None]
+                            order = torch.argsort((~tm).to(torch.int8), dim=-1, stable=True).to(torch.int32)[None]
+                            zeros = torch.zeros_like(cnt)
+                            bm = BlockMask.from_kv_blocks(zeros, order, cnt, order, BLOCK_SIZE=bs,
+                                                          seq_lengths=(N, N))
+                        fn = lambda: flex(qt, kt, vt, block_mask=bm)
+                        o = fn()
+                        res["flex"] = (bench_ms(fn, args.iters), o.transpose(1, 2))
+                    except Exception as e:
+                        print(f"  flex: not run ({str(e).splitlines()[0][:160]})")
+                for impl, (ms, o) in res.items():
+                    err = rel(o, ref) if impl != "moddit" else (rel(ref, res["cudnn"][1]) if "cudnn" in res else
+                                                                 (rel(ref, res["flex"][1]) if "flex" in res else float("nan")))
+                    tf = flops / (ms * 1e-3) / 1e12
+                    print(f"{name:8} {lname:7} {real_density:5.3f} {impl:7} {ms:9.3f} {tf:8.1f} {err:8.1e}", flush=True)
+                    rows.append(dict(shape=name, layout=lname, target_density=density, density=real_density,
+                                     impl=impl, ms=ms, tflops=tf, rel_err=err))
+                del res
+                torch.cuda.empty_cache()
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(dict(device=dev, torch=torch.__version__, date=f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M}",
+                           command=" ".join(sys.argv), rows=rows), f, indent=1)
+        os.replace(tmp, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "moddit/config.hpp"
+#include "moddit/error.hpp"
+
+namespace moddit {
+
+void ModditConfig::validate() const {
+  MODDIT_CHECK(block_size == 64 || block_size == 128, "config: block_size must be 64 or 128, got ",
+               block_size);
+  MODDIT_CHECK(std::isfinite(eta) && eta > 0.0, "config: eta must be > 0, got ", eta);
+  MODDIT_CHECK(std::isfinite(ridge_lambda) && ridge_lambda >= 0.0,
+               "config: ridge_lambda must be >= 0, got ", ridge_lambda);
+  MODDIT_CHECK(warmup_steps >= 2, "config: warmup_steps must be >= 2 (steps m-2 and m-1 record "
+               "the two reference fits), got ", warmup_steps);
+  MODDIT_CHECK(interval >= 1, "config: interval must be >= 1, got ", interval);
+  MODDIT_CHECK(top_k >= 0, "config: top_k must be >= 0 (0 = derive from target_density), got ",
+               top_k);
+  MODDIT_CHECK(std::isfinite(target_density) && target_density > 0.0 && target_density <= 1.0,
+               "config: target_density must be in (0, 1], got ", target_density);
+  MODDIT_CHECK(std::isfinite(tau_e), "config: tau_e must be finite, got ", tau_e);
+  MODDIT_CHECK(refresh == "masked" || refresh == "dense",
+               "config: refresh must be \"masked\" or \"dense\", got \"", refresh, "\"");
+  for (int l : dense_layers)
+    MODDIT_CHECK(l >= 0, "config: dense_layers entries must be >= 0, got ", l);
+}
+
+namespace {
+
+using nlohmann::json;
+
+int get_int(const json& v, const char* key) {
+  MODDIT_CHECK(v.is_number_integer(), "config: ", key, " must be an integer, got ", v.dump());
+  const auto x = v.get<int64_t>();
+  MODDIT_CHECK(x >= INT32_MIN && x <= INT32_MAX, "config: ", key, " out of range: ", x);
+  return static_cast<int>(x);
+}
+
+double get_double(const json& v, const char* key) {
+  MODDIT_CHECK(v.is_number(), "config: ", key, " must be a number, got ", v.dump());
+  return v.get<double>();
+}
+
+}  // namespace
+
+ModditConfig moddit_config_from_json(const std::string& text) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw Error(std::string("config: invalid JSON: ") + e.what());
+  }
+  MODDIT_CHECK(j.is_object(), "config: expected a JSON object, got ", j.type_name());
+  ModditConfig c;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const json& v = it.value();
+    if (k == "block_size") c.block_size = get_int(v, "block_size");
+    else if (k == "eta") c.eta = get_double(v, "eta");
+    else if (k == "ridge_lambda") c.ridge_lambda = get_double(v, "ridge_lambda");
+    else if (k == "warmup_steps") c.warmup_steps = get_int(v, "warmup_steps");
+    else if (k == "interval") c.interval = get_int(v, "interval");
+    else if (k == "top_k") c.top_k = get_int(v, "top_k");
+    else if (k == "target_density") c.target_density = get_double(v, "target_density");
+    else if (k == "tau_e") c.tau_e = get_double(v, "tau_e");
+    else if (k == "refresh") {
+      MODDIT_CHECK(v.is_string(), "config: refresh must be a string, got ", v.dump());
+      c.refresh = v.get<std::string>();
+    } else if (k == "dense_layers") {
+      MODDIT_CHECK(v.is_array(), "config: dense_layers must be an array of integers, got ",
+                   v.dump());
+      c.dense_layers.clear();
+      for (const json& e : v) c.dense_layers.push_back(get_int(e, "dense_layers"));
+    } else {
+      throw Error("config: unknown key \"" + k + "\"");
+    }
+  }
+  c.validate();
+  return c;
+}
+
+std::string moddit_config_to_json(const ModditConfig& c) {
+  json j;
+  j["block_size"] = c.block_size;
+  j["eta"] = c.eta;
+  j["ridge_lambda"] = c.ridge_lambda;
+  j["warmup_steps"] = c.warmup_steps;
+  j["interval"] = c.interval;
+  j["top_k"] = c.top_k;
+  j["target_density"] = c.target_density;
+  j["tau_e"] = c.tau_e;
+  j["refresh"] = c.refresh;
+  j["dense_layers"] = c.dense_layers;
+  return j.dump(2);
+}
+
+ModditConfig load_moddit_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  MODDIT_CHECK(in.good(), "config file '", path, "': cannot open");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  try {
+    return moddit_config_from_json(ss.str());
+  } catch (const Error& e) {
+    throw Error("config file '" + path + "': " + e.what());
+  }
+}
+
+}  // namespace moddit

@@ -1,0 +1,183 @@
+#include "moddit/session.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "core/video_mask.hpp"
+#include "moddit/error.hpp"
+
+namespace moddit {
+
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Byte range [lo, hi) a view can touch (strides are non-negative: validate_view).
+std::pair<const char*, const char*> byte_span(const TensorView& t) {
+  int64_t last = 0;
+  for (int a = 0; a < 4; ++a) last += (t.shape[a] - 1) * t.stride[a];
+  const char* lo = static_cast<const char*>(t.data);
+  return {lo, lo + (last + 1) * dtype_size(t.dtype)};
+}
+
+void check_no_alias(const TensorView& out, const TensorView& in, const char* name) {
+  const auto a = byte_span(out), b = byte_span(in);
+  MODDIT_CHECK(a.second <= b.first || b.second <= a.first, "attention: out overlaps ", name,
+               " (out must not alias q, k or v)");
+}
+
+void check_like_q(const TensorView& q, const TensorView& t, const char* name) {
+  for (int a = 0; a < 4; ++a)
+    MODDIT_CHECK(t.shape[a] == q.shape[a], name, ": shape [", t.shape[0], ", ", t.shape[1], ", ",
+                 t.shape[2], ", ", t.shape[3], "] differs from q's [", q.shape[0], ", ",
+                 q.shape[1], ", ", q.shape[2], ", ", q.shape[3], "]");
+  MODDIT_CHECK(t.dtype == q.dtype, name, ": dtype ", to_string(t.dtype), " differs from q's ",
+               to_string(q.dtype));
+}
+
+}  // namespace
+
+Session::Session(const TokenLayout& tokens, const SessionOptions& options,
+                 std::shared_ptr<Backend> backend, std::shared_ptr<Policy> policy)
+    : tokens_(tokens), options_(options), backend_(std::move(backend)),
+      policy_(std::move(policy)) {
+  tokens_.validate();
+  MODDIT_CHECK(options.num_steps > 0, "session: num_steps must be > 0, got ", options.num_steps);
+  MODDIT_CHECK(options.num_layers > 0, "session: num_layers must be > 0, got ",
+               options.num_layers);
+  MODDIT_CHECK(options.num_heads > 0, "session: num_heads must be > 0, got ", options.num_heads);
+  MODDIT_CHECK(options.head_dim > 0, "session: head_dim must be > 0, got ", options.head_dim);
+  MODDIT_CHECK(options.eta > 0.f && std::isfinite(options.eta), "session: eta must be > 0, got ",
+               options.eta);
+  MODDIT_CHECK(backend_ != nullptr, "session: no backend given");
+  MODDIT_CHECK(policy_ != nullptr, "session: no policy given");
+  grid_ = make_block_grid(tokens_, options.block_size);
+  slots_used_.assign(static_cast<size_t>(options.num_layers), 0);
+}
+
+void Session::begin_step(int step) {
+  MODDIT_CHECK(step >= 0 && step < options_.num_steps, "begin_step: step ", step,
+               " out of range [0, num_steps=", options_.num_steps, ")");
+  step_ = step;
+  std::fill(slots_used_.begin(), slots_used_.end(), 0);
+}
+
+void Session::attention(int layer, const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, int slot_begin) {
+  MODDIT_CHECK(layer >= 0 && layer < options_.num_layers, "attention: layer ", layer,
+               " out of range [0, num_layers=", options_.num_layers, ")");
+  validate_view(q, "q");
+  validate_view(k, "k");
+  validate_view(v, "v");
+  validate_view(out, "out");
+  MODDIT_CHECK(q.heads() == options_.num_heads, "q: ", q.heads(),
+               " heads, the session was made for num_heads = ", options_.num_heads);
+  MODDIT_CHECK(q.head_dim() == options_.head_dim, "q: head dim ", q.head_dim(),
+               ", the session was made for head_dim = ", options_.head_dim);
+  MODDIT_CHECK(q.seq_len() == tokens_.total_tokens(), "q: sequence length ", q.seq_len(),
+               " does not match the token layout (", tokens_.describe(), ")");
+  check_like_q(q, k, "k");
+  check_like_q(q, v, "v");
+  check_like_q(q, out, "out");
+  check_no_alias(out, q, "q");
+  check_no_alias(out, k, "k");
+  check_no_alias(out, v, "v");
+
+  const int B = static_cast<int>(q.batch()), H = options_.num_heads;
+  int& used = slots_used_[static_cast<size_t>(layer)];
+  const int slot = slot_begin < 0 ? used : slot_begin;
+  used = std::max(used, slot + B);
+
+  CallInfo info;
+  info.step = step_;
+  info.num_steps = options_.num_steps;
+  info.layer = layer;
+  info.slot_begin = slot;
+  info.batch = B;
+  info.num_heads = H;
+  info.head_dim = options_.head_dim;
+  info.tokens = &tokens_;
+  info.grid = &grid_;
+
+  // Overhead = the policy's plan and observe plus this bookkeeping (plan checks,
+  // density); the backend's work (map buffer, launches, copy back) is `seconds`.
+  const double t_plan0 = now_seconds();
+  const Plan plan = policy_->plan(info);
+
+  // Heads in no group are skipped; a head may appear in one group only.
+  std::vector<uint8_t> covered(static_cast<size_t>(H), 0);
+  double density_sum = 0.0;
+  for (const HeadGroup& g : plan.groups) {
+    for (size_t i = 0; i < g.heads.size(); ++i) {
+      const int32_t h = g.heads[i];
+      MODDIT_CHECK(h >= 0 && h < H, "policy ", policy_->name(), ": head ", h,
+                   " out of range [0, ", H, ")");
+      MODDIT_CHECK(i == 0 || g.heads[i - 1] < h, "policy ", policy_->name(),
+                   ": group heads must be ascending without duplicates");
+      MODDIT_CHECK(!covered[h], "policy ", policy_->name(), ": head ", h,
+                   " is in more than one group");
+      covered[h] = 1;
+    }
+    if (!g.heads.empty())
+      density_sum += (g.layout ? core::layout_video_density(*g.layout, grid_) : 1.0) * g.heads.size();
+  }
+  std::vector<int32_t> skipped;
+  for (int h = 0; h < H; ++h)
+    if (!covered[h]) skipped.push_back(h);
+
+  const double t_plan1 = now_seconds();
+
+  const int n = grid_.num_video_blocks;
+  const size_t map_count = plan.record_map ? size_t(B) * H * n * n : 0;
+  std::shared_ptr<void> map_dev;
+  if (plan.record_map) {
+    map_dev = backend_->allocate(map_count * sizeof(int32_t));
+    backend_->fill_i32(static_cast<int32_t*>(map_dev.get()), -1, map_count);
+  }
+
+  const int64_t launches0 = backend_->launches();
+  for (const HeadGroup& g : plan.groups) {
+    if (g.heads.empty()) continue;
+    const bool all_heads = static_cast<int>(g.heads.size()) == H;  // ascending: 0..H-1
+    AttentionCall call;
+    call.q = q;
+    call.k = k;
+    call.v = v;
+    call.out = out;
+    call.tokens = &tokens_;
+    call.block_size = options_.block_size;
+    call.heads = all_heads ? nullptr : &g.heads;
+    call.layout = g.layout ? &*g.layout : nullptr;
+    call.map_counts = static_cast<int32_t*>(map_dev.get());
+    call.eta = options_.eta;
+    backend_->attention(call);
+  }
+  if (!skipped.empty()) backend_->zero_heads(out, skipped);
+  if (plan.record_map) {
+    map_host_.resize(map_count);
+    backend_->copy_to_host(map_host_.data(), map_dev.get(), map_count * sizeof(int32_t));
+  }
+  backend_->synchronize();
+  const double t_run = now_seconds();
+
+  policy_->observe(info, plan, plan.record_map ? map_host_.data() : nullptr);
+  const double t_end = now_seconds();
+
+  CallRecord rec;
+  rec.step = step_;
+  rec.layer = layer;
+  rec.slot_begin = slot;
+  rec.batch = B;
+  rec.kind = plan.kind;
+  rec.density = density_sum / H;
+  rec.launches = static_cast<int>(backend_->launches() - launches0);
+  rec.seconds = t_run - t_plan1;
+  rec.overhead_seconds = (t_plan1 - t_plan0) + (t_end - t_run);
+  history_.push_back(rec);
+}
+
+}  // namespace moddit

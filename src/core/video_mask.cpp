@@ -1,0 +1,205 @@
+#include "core/video_mask.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "moddit/error.hpp"
+
+namespace moddit {
+namespace core {
+
+void predict_linear(const double* x_a, int t_a, const double* x_b, int t_b, int t, int count,
+                    double* out) {
+  MODDIT_CHECK(t_a != t_b, "prediction: the two reference steps are equal (", t_a, ")");
+  const double r = double(t - t_b) / double(t_b - t_a);
+  for (int i = 0; i < count; ++i) out[i] = x_b[i] + (x_b[i] - x_a[i]) * r;
+}
+
+VideoMaskBuilder::VideoMaskBuilder(const PatternBasis& basis, std::vector<int64_t> block_len)
+    : basis_(basis), len_(std::move(block_len)) {
+  MODDIT_CHECK(static_cast<int>(len_.size()) == basis_.n, "mask builder: ", len_.size(),
+               " block lengths for n = ", basis_.n);
+  const double V = std::accumulate(len_.begin(), len_.end(), 0.0);
+  total_ = V * V;
+  lenf_.assign(len_.begin(), len_.end());
+  row_live_.assign(len_.size(), 0);
+  order_.resize(static_cast<size_t>(basis_.num_lines()));
+}
+
+void VideoMaskBuilder::add_line(int line, uint8_t* mask) {
+  const int n = basis_.n;
+  if (line < 2 * n - 1) {
+    const int d = line - (n - 1);
+    for (int i = std::max(0, -d); i < std::min(n, n - d); ++i) add(mask, i, i + d);
+  } else {
+    const int j = line - (2 * n - 1);
+    for (int i = 0; i < n; ++i) add(mask, i, j);
+  }
+}
+
+MaskChoice VideoMaskBuilder::build(const double* lines, const uint8_t* keep_frame, int top_k,
+                                   double target_density, uint8_t* mask) {
+  const int n = basis_.n, L = basis_.num_lines();
+  MODDIT_CHECK(top_k >= 0 && top_k <= L, "top_k = ", top_k, " exceeds the ", L,
+               " lines (diagonals + columns) of the ", n, "x", n, " video block grid");
+  std::memset(mask, 0, static_cast<size_t>(n) * n);
+  std::fill(row_live_.begin(), row_live_.end(), 0);
+  live_ = 0.0;
+  for (int i = 0; i < n; ++i) add(mask, i, i);
+  for (int f = 0; f < basis_.num_frames(); ++f)
+    if (keep_frame[f])
+      for (int i = basis_.frame_lo[f]; i <= basis_.frame_hi[f]; ++i)
+        for (int j = basis_.frame_lo[f]; j <= basis_.frame_hi[f]; ++j) add(mask, i, j);
+
+  // Ascending intensity = most informative first; NaN ranks last; ties by index
+  // so that the mask is deterministic.
+  auto key = [&](int32_t l) { return std::isnan(lines[l]) ? HUGE_VAL : lines[l]; };
+  std::iota(order_.begin(), order_.end(), 0);
+  const int want = top_k > 0 ? top_k : L;
+  auto cmp = [&](int32_t a, int32_t b) {
+    const double ka = key(a), kb = key(b);
+    return ka < kb || (ka == kb && a < b);
+  };
+  if (want < L) {
+    std::nth_element(order_.begin(), order_.begin() + want, order_.end(), cmp);
+    std::sort(order_.begin(), order_.begin() + want, cmp);
+  } else {
+    std::sort(order_.begin(), order_.end(), cmp);
+  }
+
+  MaskChoice c;
+  if (top_k > 0) {
+    // K is known: build row by row. Row i of the union is the selected-diagonal
+    // flags sliced at n-1-i, OR the selected columns (contiguous, vectorisable),
+    // instead of K scattered line walks.
+    sel_.assign(static_cast<size_t>(L), 0);
+    for (int r = 0; r < top_k; ++r) sel_[order_[r]] = 1;
+    const uint8_t* cols = sel_.data() + (2 * n - 1);
+    live_ = 0.0;
+    for (int i = 0; i < n; ++i) {
+      uint8_t* row = mask + static_cast<size_t>(i) * n;
+      const uint8_t* diag = sel_.data() + (n - 1 - i);
+      for (int j = 0; j < n; ++j) row[j] |= diag[j] | cols[j];
+      int cnt = 0;
+      for (int j = 0; j < n; ++j) cnt += row[j];
+      // Every block but the grid's last has the same length: weight by count.
+      const double w = lenf_[0] * cnt + (lenf_[n - 1] - lenf_[0]) * row[n - 1];
+      row_live_[i] = cnt;
+      live_ += w * lenf_[i];
+    }
+    c.k = top_k;
+  } else {
+    const double goal = target_density * total_;
+    while (c.k < L && live_ < goal) add_line(order_[c.k++], mask);
+  }
+  c.density = total_ > 0 ? live_ / total_ : 1.0;
+  return c;
+}
+
+int64_t layout_entries(const uint8_t* video_mask, const BlockGrid& grid) {
+  const int nb = grid.num_blocks(), n = grid.num_video_blocks;
+  int64_t total = int64_t(nb - n) * nb;  // text rows are dense
+  for (int i = 0; i < n; ++i) {
+    const uint8_t* row = video_mask + static_cast<size_t>(i) * n;
+    int live = row[i] ? 0 : 1;  // the diagonal is always live
+    for (int j = 0; j < n; ++j) live += row[j] != 0;
+    total += (nb - n) + live;
+  }
+  return total;
+}
+
+void write_layout_rows(const uint8_t* video_mask, const BlockGrid& grid, int32_t base,
+                       int32_t* row_end, int32_t* col) {
+  const int nb = grid.num_blocks(), fv = grid.first_video_block, n = grid.num_video_blocks;
+  int32_t* out = col;
+  for (int qb = 0; qb < nb; ++qb) {
+    if (!grid.is_video(qb)) {
+      for (int kb = 0; kb < nb; ++kb) *out++ = kb;
+    } else {
+      const uint8_t* row = video_mask + static_cast<size_t>(qb - fv) * n;
+      for (int kb = 0; kb < fv; ++kb) *out++ = kb;  // text before
+      // Live columns 8 at a time: gather the 8 bytes' low bits, then walk the set bits.
+      const int diag = qb - fv;
+      int v = 0;
+      for (; v + 8 <= n; v += 8) {
+        uint64_t x;
+        std::memcpy(&x, row + v, 8);
+        unsigned bits = static_cast<unsigned>(((x & 0x0101010101010101ull) * 0x0102040810204080ull) >> 56);
+        if (diag >= v && diag < v + 8) bits |= 1u << (diag - v);
+        while (bits) {
+          *out++ = fv + v + __builtin_ctz(bits);
+          bits &= bits - 1;
+        }
+      }
+      for (; v < n; ++v)
+        if (row[v] || v == diag) *out++ = fv + v;
+      for (int kb = fv + n; kb < nb; ++kb) *out++ = kb;  // text after
+    }
+    row_end[qb] = base + static_cast<int32_t>(out - col);
+  }
+}
+
+int64_t layout_entries_from_rows(const std::vector<int32_t>& row_live, const BlockGrid& grid) {
+  const int nb = grid.num_blocks(), n = grid.num_video_blocks;
+  int64_t total = int64_t(nb - n) * nb;
+  for (int i = 0; i < n; ++i) total += (nb - n) + row_live[i];
+  return total;
+}
+
+void pack_mask_bits(const uint8_t* mask, size_t count, uint64_t* bits) {
+  std::fill(bits, bits + (count + 63) / 64, uint64_t(0));
+  size_t k = 0;
+  for (; k + 8 <= count; k += 8) {
+    uint64_t x;
+    std::memcpy(&x, mask + k, 8);
+    x = (x & 0x0101010101010101ull) * 0x0102040810204080ull;  // gathers 8 bytes' low bits
+    bits[k >> 6] |= (x >> 56) << (k & 63);
+  }
+  for (; k < count; ++k) bits[k >> 6] |= uint64_t(mask[k] & 1) << (k & 63);
+}
+
+void append_layout_rows(const uint8_t* video_mask, const BlockGrid& grid, BlockLayout& l) {
+  const int nb = grid.num_blocks();
+  if (l.row_ptr.empty()) l.row_ptr.push_back(0);
+  const size_t base = l.col_idx.size(), rows = l.row_ptr.size();
+  l.col_idx.resize(base + static_cast<size_t>(layout_entries(video_mask, grid)));
+  l.row_ptr.resize(rows + nb);
+  write_layout_rows(video_mask, grid, static_cast<int32_t>(base), &l.row_ptr[rows],
+                    l.col_idx.data() + base);
+}
+
+double layout_video_density(const BlockLayout& l, const BlockGrid& grid) {
+  const int fv = grid.first_video_block, n = grid.num_video_blocks, bs = grid.block_size;
+  std::vector<int32_t> partial;  // video blocks shorter than block_size (the last one)
+  for (int kb = fv; kb < fv + n; ++kb)
+    if (grid.block_len(kb) != bs) partial.push_back(kb);
+  double live = 0.0;
+  for (int b = 0; b < l.batch; ++b)
+    for (int h = 0; h < l.heads; ++h)
+      for (int qb = fv; qb < fv + n; ++qb) {
+        const int64_t r = (int64_t(b) * l.heads + h) * l.num_q_blocks + qb;
+        const int32_t* first = l.col_idx.data() + l.row_ptr[r];
+        const int32_t* last = l.col_idx.data() + l.row_ptr[r + 1];
+        const int32_t* lo = std::lower_bound(first, last, fv);
+        const int32_t* hi = std::lower_bound(lo, last, fv + n);
+        double keys = double(hi - lo) * bs;
+        for (int32_t kb : partial)
+          if (std::binary_search(lo, hi, kb)) keys += grid.block_len(kb) - bs;
+        live += keys * grid.block_len(qb);
+      }
+  const double V = grid.starts[fv + n] - grid.starts[fv];
+  const double total = V * V * l.batch * l.heads;
+  return total > 0 ? live / total : 1.0;
+}
+
+std::vector<int64_t> video_block_lengths(const BlockGrid& grid) {
+  std::vector<int64_t> len(static_cast<size_t>(grid.num_video_blocks));
+  for (int v = 0; v < grid.num_video_blocks; ++v)
+    len[v] = grid.video_block_end(v) - grid.video_block_begin(v);
+  return len;
+}
+
+}  // namespace core
+}  // namespace moddit

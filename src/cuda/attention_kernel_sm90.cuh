@@ -1,0 +1,292 @@
+#pragma once
+// The Hopper (sm_90a) variant of the block-sparse flash attention kernel: the
+// same work items, persistent scheduling, masking and map pass as the sm80
+// kernel (attention_kernel.cuh), but the two matrix products run on warpgroup
+// MMAs (wgmma): S = Q K^T with both operands in shared memory, O += P V with P
+// from registers and V read transposed from shared memory. A CTA is two
+// warpgroups of 64 query rows each (one 128-token query block) and walks the
+// row's live key blocks one whole 128-key block per tile, double-buffering K and
+// V through cp.async. Tiles use the 128-byte swizzled layout wgmma reads: each
+// 64-column half of a [rows][D] tile is a region of rows x 128 bytes whose
+// 16-byte chunks are XORed with (row % 8).
+#include "cuda/attention_kernel.cuh"
+#include "cuda/wgmma.cuh"
+
+namespace moddit::cuda {
+
+constexpr int kKeys90 = 128;  // keys per tile = one 128-token block
+
+// Element offset of (row, 16-byte chunk) in a tile of R rows.
+template <int R>
+__device__ __forceinline__ int swz90(int row, int chunk) {
+  return (chunk >> 3) * (R * 64) + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
+}
+
+// 128 rows by 256 threads: thread t copies chunk t % (D/8) of rows t / (D/8) + k * step,
+// so the chunk, the swizzle phase and the address increments are fixed per thread.
+template <int D, typename T>
+__device__ __forceinline__ void load_rows90(T* smem, const T* g, int64_t stride_n, int start,
+                                            int len, int tid) {
+  constexpr int kChunks = D / 8, kStep = 256 / kChunks;
+  const int c = tid % kChunks, r0 = tid / kChunks;
+  const uint32_t dst = smem_addr(smem) + swz90<128>(r0, c) * 2;
+  const T* src = g + int64_t(start + r0) * stride_n + c * 8;
+  const int64_t src_step = int64_t(kStep) * stride_n;
+#pragma unroll
+  for (int k = 0; k < 128 / kStep; ++k) {
+    const bool ok = r0 + k * kStep < len;
+    cp_async16(dst + k * kStep * 128, ok ? src + k * src_step : g, ok);
+  }
+}
+
+// wgmma shared-memory descriptor, 128-byte swizzle.
+__device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
+         (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
+}
+
+template <int D, typename T, bool MAP>
+__global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(const KernelArgs a) {
+#ifdef MODDIT_WGMMA
+  extern __shared__ __align__(1024) unsigned char smem_raw90[];
+  T* sQ = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smem_raw90) + 1023) & ~uintptr_t(1023));
+  T* sK = sQ + 128 * D;          // 2 buffers of 128 x D
+  T* sV = sK + 2 * kKeys90 * D;  // 2 buffers (forward only)
+  __shared__ int s_item;
+  __shared__ int s_count[8];
+
+  const AttentionParams& p = a.p;
+  const int tid = threadIdx.x, nthreads = blockDim.x;
+  const int warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+  const int g = lane >> 2, tq = lane & 3;
+  const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  const int nb = p.num_blocks;
+  const int fvb = p.first_video_block, nvb = p.num_video_blocks;
+  const uint32_t qa = smem_addr(sQ), ka = smem_addr(sK), va = smem_addr(sV);
+
+  for (;;) {
+    __syncthreads();
+    if (tid == 0) s_item = atomicAdd(a.counter, 1);
+    __syncthreads();
+    const int item = s_item;
+    if (item >= a.num_items) break;
+    const int row = a.order ? a.order[item] : item;
+    const int qb = row % nb;
+    const int bs = row / nb;
+    const int sel = bs % p.num_sel_heads;
+    const int b = bs / p.num_sel_heads;
+    const int h = p.heads ? p.heads[sel] : sel;
+    if (MAP && (qb < fvb || qb >= fvb + nvb)) continue;
+
+    const int q0 = p.block_starts[qb];
+    const int qlen = p.block_starts[qb + 1] - q0;
+    const int32_t* live = nullptr;
+    int lo = 0, hi = nb;
+    if (p.layout_row_ptr) {
+      const int beg = p.layout_row_ptr[row];
+      live = p.layout_col_idx + beg;
+      hi = p.layout_row_ptr[row + 1] - beg;
+    }
+    if (MAP) {
+      if (live) {
+        int l = 0, r = hi;
+        while (l < r) { const int m = (l + r) >> 1; if (live[m] < fvb) l = m + 1; else r = m; }
+        lo = l;
+        r = hi;
+        while (l < r) { const int m = (l + r) >> 1; if (live[m] < fvb + nvb) l = m + 1; else r = m; }
+        hi = l;
+      } else {
+        lo = fvb;
+        hi = fvb + nvb;
+      }
+    }
+    auto block_of = [&](int i) { return live ? live[i] : i; };
+
+    const T* Qg = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[2];
+    const T* Kg = static_cast<const T*>(p.k) + b * p.k_stride[0] + h * p.k_stride[2];
+    const T* Vg = static_cast<const T*>(p.v) + b * p.v_stride[0] + h * p.v_stride[2];
+    const int64_t row_lse = (int64_t(b) * p.num_heads + h) * p.seq_len;
+
+    // The key block of tile li + 1 is read one tile ahead (index, start, end), so
+    // the dependent loads of the live list never sit before a K copy.
+    struct KeyBlock { int kb, start, end; };
+    auto key_block = [&](int i) {
+      KeyBlock k{0, 0, 0};
+      if (i < hi) {
+        k.kb = block_of(i);
+        k.start = p.block_starts[k.kb];
+        k.end = p.block_starts[k.kb + 1];
+      }
+      return k;
+    };
+    KeyBlock cur = key_block(lo);
+    load_rows90<D, T>(sQ, Qg, p.q_stride[1], q0, qlen, tid);
+    if (lo < hi) load_rows90<D, T>(sK, Kg, p.k_stride[1], cur.start, cur.end - cur.start, tid);
+    KeyBlock nxt = key_block(lo + 1);
+    cp_async_commit();
+
+    float o[MAP ? 1 : D / 2];
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    float lse_row[2] = {0.f, 0.f};
+    if constexpr (!MAP) {
+#pragma unroll
+      for (int j = 0; j < D / 2; ++j) o[j] = 0.f;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int r = warp * 16 + g + i * 8;
+        lse_row[i] = r < qlen ? a.lse[row_lse + q0 + r] : -INFINITY;
+      }
+    }
+    int buf = 0;
+    for (int li = lo; li < hi; ++li) {
+      const int kb = cur.kb;
+      const int kstart = cur.start;
+      const int klen = cur.end - cur.start;
+
+      cp_async_wait<0>();
+      fence_proxy_async();  // cp.async writes -> wgmma (async proxy) reads
+      __syncthreads();
+      if constexpr (!MAP) {
+        load_rows90<D, T>(sV + buf * kKeys90 * D, Vg, p.v_stride[1], kstart, klen, tid);
+        cp_async_commit();
+      }
+      if (li + 1 < hi)
+        load_rows90<D, T>(sK + (buf ^ 1) * kKeys90 * D, Kg, p.k_stride[1], nxt.start,
+                          nxt.end - nxt.start, tid);
+      cp_async_commit();
+      cur = nxt;
+      nxt = key_block(li + 2);
+
+      float s[64];
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const uint32_t off = ((kk >> 2) * 128 * 64) * 2 + (kk & 3) * 32;
+        const uint64_t da = gmma_desc(qa + off + wg * 64 * 128, 16, 1024);
+        const uint64_t db = gmma_desc(ka + buf * kKeys90 * D * 2 + off, 16, 1024);
+        wgmma_ss<128, T>(s, da, db, kk > 0 ? 1 : 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+
+      const bool partial =
+          klen < kKeys90 || (kstart < p.key_pad_end && kstart + kKeys90 > p.key_pad_begin);
+      if constexpr (MAP) {
+        if (partial) {  // keys past the block or padding: +inf is never below eta
+#pragma unroll
+          for (int j = 0; j < 16; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int kl = j * 8 + 2 * tq + (e & 1);
+              if (kl >= klen || !key_is_real(kstart + kl, p.key_pad_begin, p.key_pad_end))
+                s[j * 4 + e] = INFINITY;
+            }
+        }
+        int count = 0;  // branch-free: one FMUL, FSETP and add per score
+#pragma unroll
+        for (int j = 0; j < 16; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            count += int(below_eta(s[j * 4 + e] * p.softmax_scale, lse_row[e >> 1], p.log_eta));
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) count += __shfl_xor_sync(0xffffffffu, count, off);
+        if (lane == 0) s_count[warp] = count;
+        __syncthreads();
+        if (tid == 0) {
+          int total = 0;
+          for (int w = 0; w < (nthreads >> 5); ++w) total += s_count[w];
+          const int64_t n = nvb;
+          p.map_counts[((int64_t(b) * p.num_heads + h) * n + (qb - fvb)) * n + (kb - fvb)] = total;
+        }
+      } else {
+        if (partial) {  // keys past the block or text padding take no part
+#pragma unroll
+          for (int j = 0; j < 16; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int kl = j * 8 + 2 * tq + (e & 1);
+              if (kl >= klen || !key_is_real(kstart + kl, p.key_pad_begin, p.key_pad_end))
+                s[j * 4 + e] = -INFINITY;
+            }
+        }
+        // Online softmax in base 2 on raw scores: p = 2^(s * scale*log2(e) - m), m in
+        // scaled units; one FFMA and one MUFU.EX2 per score.
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          float mx = -INFINITY;
+#pragma unroll
+          for (int j = 0; j < 16; ++j) mx = fmaxf(mx, fmaxf(s[j * 4 + 2 * i], s[j * 4 + 2 * i + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          const float m_new = fmaxf(m_run[i], mx * scale_log2);
+          const float m_use = m_new == -INFINITY ? 0.f : m_new;
+          const float alpha = fast_exp2(m_run[i] - m_use);
+          m_run[i] = m_new;
+          float sum = 0.f;
+#pragma unroll
+          for (int j = 0; j < 16; ++j) {
+            s[j * 4 + 2 * i] = fast_exp2(fmaf(s[j * 4 + 2 * i], scale_log2, -m_use));
+            s[j * 4 + 2 * i + 1] = fast_exp2(fmaf(s[j * 4 + 2 * i + 1], scale_log2, -m_use));
+            sum += s[j * 4 + 2 * i] + s[j * 4 + 2 * i + 1];
+          }
+          l_run[i] = l_run[i] * alpha + sum;
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j) {
+            o[j * 4 + 2 * i] *= alpha;
+            o[j * 4 + 2 * i + 1] *= alpha;
+          }
+        }
+        uint32_t pa[8][4];
+#pragma unroll
+        for (int kk = 0; kk < 8; ++kk) {
+          pa[kk][0] = pack2<T>(s[(2 * kk) * 4 + 0], s[(2 * kk) * 4 + 1]);
+          pa[kk][1] = pack2<T>(s[(2 * kk) * 4 + 2], s[(2 * kk) * 4 + 3]);
+          pa[kk][2] = pack2<T>(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
+          pa[kk][3] = pack2<T>(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
+        }
+        cp_async_wait<1>();  // V landed (the K prefetch may still fly)
+        fence_proxy_async();
+        __syncthreads();
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 8; ++kk) {
+          const uint64_t dv = gmma_desc(va + buf * kKeys90 * D * 2 + kk * 16 * 128, 128 * 128, 1024);
+          wgmma_rs<D, T>(o, pa[kk], dv);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+      }
+      buf ^= 1;
+    }
+    cp_async_wait<0>();
+
+    if constexpr (!MAP) {
+      T* Og = static_cast<T*>(p.out) + b * p.o_stride[0] + h * p.o_stride[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        float l = l_run[i];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = l > 0.f ? 1.f / l : 0.f;
+        const int r = warp * 16 + g + i * 8;
+        if (r < qlen) {
+          T* orow = Og + int64_t(q0 + r) * p.o_stride[1];
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j)
+            *reinterpret_cast<uint32_t*>(orow + j * 8 + 2 * tq) =
+                pack2<T>(o[j * 4 + 2 * i] * inv, o[j * 4 + 2 * i + 1] * inv);
+          if (a.lse && tq == 0)
+            a.lse[row_lse + q0 + r] =
+                l > 0.f ? (m_run[i] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+        }
+      }
+    }
+  }
+#else
+  __trap();  // built for another architecture: the launcher only picks this on sm_90a
+#endif
+}
+
+
+}  // namespace moddit::cuda

@@ -1,0 +1,69 @@
+// Instantiations and launchers of the attention kernels: 2 head dims x 2 dtypes x
+// {forward, map}. Nothing else is templated, to keep the build short.
+#include <algorithm>
+
+#include "cuda/attention_kernel.cuh"
+#include "cuda/attention_kernel_sm90.cuh"
+#include "cuda/attention_launch.hpp"
+#include "moddit/error.hpp"
+
+namespace moddit::cuda {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  MODDIT_CHECK(e == cudaSuccess, "cuda: ", what, ": ", cudaGetErrorString(e));
+}
+
+template <int D, typename T, bool MAP>
+void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream) {
+  const bool hopper = wgmma && args.p.max_block_len == 128;
+  auto kernel = hopper ? attention_kernel_sm90<D, T, MAP> : attention_kernel<D, T, MAP>;
+  const int threads = args.p.max_block_len <= 64 ? 128 : 256;
+  const size_t smem = hopper ? size_t(128 + (MAP ? 2 : 4) * kKeys90) * D * sizeof(T) + 1024
+                             : size_t(kMaxQueryRows + (MAP ? 2 : 4) * kTileKeys) * D * sizeof(T);
+  const int items = args.num_items;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+        "cudaFuncSetAttribute");
+  int per_sm = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem),
+        "occupancy");
+  per_sm = std::max(per_sm, 1);
+  const int grid = std::max(1, std::min(items, num_sms * per_sm));
+  check(cudaMemsetAsync(args.counter, 0, sizeof(int), stream), "reset work counter");
+  kernel<<<grid, threads, smem, stream>>>(args);
+  check(cudaGetLastError(), "attention kernel launch");
+}
+
+template <bool MAP>
+void dispatch(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream) {
+  const AttentionParams& p = args.p;
+  const bool bf16 = p.dtype == DType::BF16;
+  MODDIT_CHECK(bf16 || p.dtype == DType::F16, "cuda attention: dtype ", to_string(p.dtype),
+               " not supported (bf16, f16)");
+  if (p.head_dim == 128) {
+    if (bf16) launch_typed<128, __nv_bfloat16, MAP>(args, wgmma, num_sms, stream);
+    else launch_typed<128, __half, MAP>(args, wgmma, num_sms, stream);
+  } else if (p.head_dim == 64) {
+    if (bf16) launch_typed<64, __nv_bfloat16, MAP>(args, wgmma, num_sms, stream);
+    else launch_typed<64, __half, MAP>(args, wgmma, num_sms, stream);
+  } else {
+    MODDIT_CHECK(false, "cuda attention: head dim ", p.head_dim, " not supported (64, 128)");
+  }
+}
+
+}  // namespace
+
+void launch_forward(const AttentionParams& p, float* lse_out, const Schedule& s, int num_sms,
+                    cudaStream_t stream) {
+  KernelArgs args{p, s.order, s.num_items, s.counter, lse_out};
+  dispatch<false>(args, s.wgmma, num_sms, stream);
+}
+
+void launch_map(const AttentionParams& p, const float* lse, const Schedule& s, int num_sms,
+                cudaStream_t stream) {
+  KernelArgs args{p, s.order, s.num_items, s.counter, const_cast<float*>(lse)};
+  dispatch<true>(args, s.wgmma, num_sms, stream);
+}
+
+}  // namespace moddit::cuda

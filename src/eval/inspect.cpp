@@ -1,0 +1,143 @@
+// inspect_file(): what `moddit inspect` prints for a trajectory or a report.json.
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "io/safetensors.hpp"
+#include "moddit/error.hpp"
+#include "moddit/eval.hpp"
+
+namespace moddit {
+
+namespace {
+
+// "0..11, 20, 30..49": ascending integers as runs.
+std::string ranges(const std::vector<int>& v) {
+  std::ostringstream os;
+  for (size_t i = 0; i < v.size();) {
+    size_t j = i;
+    while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
+    if (i) os << ", ";
+    os << v[i];
+    if (j > i) os << ".." << v[j];
+    i = j + 1;
+  }
+  return os.str();
+}
+
+std::string shape_text(const std::vector<int64_t>& s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+std::string inspect_trajectory(const std::string& path) {
+  std::unique_ptr<TrajectorySource> src = open_trajectory(path);
+  const TrajectoryInfo& info = src->info();
+  SafetensorsReader reader(path);
+  std::ostringstream os;
+  os << "trajectory " << path << "\n";
+  os << "  source:     " << info.source << "\n";
+  os << "  tokens:     " << info.tokens.describe() << " (" << info.tokens.tokens_per_frame()
+     << " per frame)\n";
+  os << "  schedule:   T = " << info.num_steps << " steps; recorded steps (" << info.steps.size()
+     << "): " << ranges(info.steps) << "\n";
+  os << "  layers (" << info.layers.size() << "): " << ranges(info.layers) << "\n";
+  os << "  per call:   batch " << info.batch << ", heads " << info.heads << ", head_dim "
+     << info.head_dim << "\n";
+  std::map<std::string, int> dtypes;
+  std::map<std::string, int> shapes;
+  uint64_t bytes = 0;
+  for (const SafetensorsEntry& e : reader.tensors()) {
+    ++dtypes[e.dtype_name];
+    ++shapes[shape_text(e.shape)];
+    bytes += e.nbytes();
+  }
+  os << "  tensors:    " << reader.tensors().size() << " (q/k/v per step and layer), "
+     << std::fixed;
+  os.precision(1);
+  os << double(bytes) / (1024.0 * 1024.0) << " MiB\n";
+  for (const auto& [s, c] : shapes) os << "    shape " << s << " (NHD) x " << c << "\n";
+  for (const auto& [d, c] : dtypes) os << "    dtype " << d << " x " << c << "\n";
+  os << "  metadata:\n";
+  for (const auto& [k, v] : reader.metadata()) os << "    " << k << " = " << v << "\n";
+  return os.str();
+}
+
+std::string num(const nlohmann::json& j, const char* key, const char* fmt = "%.4f") {
+  if (!j.contains(key) || !j[key].is_number()) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, fmt, j[key].get<double>());
+  return buf;
+}
+
+std::string inspect_report(const std::string& path, const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": not valid JSON: " + std::string(e.what()).substr(0, 120));
+  }
+  MODDIT_CHECK(j.is_object() && j.contains("moddit_report") && j.contains("policies") &&
+                   j["policies"].is_array(),
+               path, ": not a moddit report (no 'moddit_report' / 'policies' keys)");
+  std::ostringstream os;
+  os << "report " << path << "\n";
+  const auto& s = j.value("settings", nlohmann::json::object());
+  if (s.contains("trajectory")) {
+    const auto& t = s["trajectory"];
+    os << "  trajectory: " << t.value("source", std::string("?"));
+    if (!t.value("label", std::string()).empty()) os << " (" << t["label"].get<std::string>() << ")";
+    os << "\n";
+  }
+  if (s.contains("target_density")) os << "  target density: " << s["target_density"] << "\n";
+  if (s.contains("block_size"))
+    os << "  block size " << s["block_size"] << ", eta " << s.value("eta", 0.0)
+       << ", ridge_lambda " << s.value("ridge_lambda", 0.0) << ", means over steps >= "
+       << s.value("sparse_from_step", 0) << "\n";
+  if (s.contains("wall_seconds"))
+    os << "  wall time " << num(s, "wall_seconds", "%.1f") << " s on " << s.value("threads", 0)
+       << " thread(s), backend " << s.value("backend", std::string("?")) << "\n";
+  char line[512];
+  std::snprintf(line, sizeof line, "  %-28s %8s %8s %8s %8s %9s\n", "policy", "density", "recall",
+                "rel_l2", "nae", "ms/call");
+  os << line;
+  for (const auto& p : j["policies"]) {
+    std::snprintf(line, sizeof line, "  %-28s %8s %8s %8s %8s %9s\n",
+                  p.value("label", std::string("?")).c_str(), num(p, "density").c_str(),
+                  num(p, "recall").c_str(), num(p, "rel_l2").c_str(), num(p, "nae").c_str(),
+                  num(p, "ms_per_call", "%.2f").c_str());
+    os << line;
+  }
+  if (j.contains("pictures"))
+    for (const auto& p : j["pictures"]) os << "  picture " << p.value("file", std::string()) << "\n";
+  return os.str();
+}
+
+}  // namespace
+
+std::string inspect_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  MODDIT_CHECK(in.good(), "cannot open '", path, "'");
+  char first = 0;
+  while (in.get(first) && std::isspace(static_cast<unsigned char>(first))) {
+  }
+  // A safetensors file starts with its header length (8 bytes), whose first byte
+  // can be '{' too: JSON is tried first and the trajectory reader second.
+  const bool named_json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+  if (first == '{' || named_json) {
+    std::ostringstream ss;
+    ss << first << in.rdbuf();
+    if (named_json || nlohmann::json::accept(ss.str())) return inspect_report(path, ss.str());
+  }
+  in.close();
+  return inspect_trajectory(path);
+}
+
+}  // namespace moddit

@@ -1,0 +1,54 @@
+// The terminal table of a run (format_eval_table).
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "moddit/eval.hpp"
+
+namespace moddit {
+
+namespace {
+std::string fmt(const char* f, double x) {
+  if (!std::isfinite(x)) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, x);
+  return buf;
+}
+}  // namespace
+
+std::string format_eval_table(const EvalResult& r) {
+  std::ostringstream os;
+  size_t w = 6;
+  for (const PolicyResult& p : r.policies) w = std::max(w, p.label.size());
+  char line[512];
+  std::snprintf(line, sizeof line, "%-*s  %8s  %8s  %8s  %8s  %9s\n", int(w), "policy", "density",
+                "recall", "rel_l2", "nae", "ms/call");
+  os << line << std::string(w + 2 + 4 * 10 + 11, '-') << "\n";
+  const PolicyResult* oracle = nullptr;
+  for (const PolicyResult& p : r.policies) {
+    if (p.kind == "oracle" && !oracle) oracle = &p;
+    std::snprintf(line, sizeof line, "%-*s  %8s  %8s  %8s  %8s  %9s\n", int(w), p.label.c_str(),
+                  fmt("%.4f", p.density).c_str(), fmt("%.4f", p.recall).c_str(),
+                  fmt("%.4f", p.rel_l2).c_str(),
+                  p.nae >= 0 ? fmt("%.4f", p.nae).c_str() : "-",
+                  fmt("%.2f", p.ms_per_call).c_str());
+    os << line;
+  }
+  os << "(means over steps >= " << r.sparse_from_step << ", " << r.layers.size() << " layer(s), "
+     << r.info.heads << " heads; target density " << r.settings.target_density << ")\n";
+  for (const PolicyResult& p : r.policies) {
+    if (p.kind != "moddit") continue;
+    os << p.label << ": recall " << fmt("%.4f", p.recall);
+    if (oracle && oracle->recall > 0)
+      os << " = " << fmt("%.1f", 100.0 * p.recall / oracle->recall) << "% of the oracle's ("
+         << fmt("%.4f", oracle->recall) << " at density " << fmt("%.4f", oracle->density) << ")";
+    if (p.oracle_recall_same_density > 0)
+      os << "; oracle at MOD-DiT's own per-head density: "
+         << fmt("%.4f", p.oracle_recall_same_density) << " ("
+         << fmt("%.1f", 100.0 * p.recall / p.oracle_recall_same_density) << "%)";
+    os << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace moddit

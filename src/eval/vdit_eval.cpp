@@ -1,0 +1,135 @@
+#include "eval/vdit_eval.hpp"
+
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <regex>
+
+#include "moddit/backend.hpp"
+#include "moddit/error.hpp"
+
+namespace moddit {
+namespace eval {
+
+VditEvalPolicy::VditEvalPolicy(VditConfig config, int warmup_steps)
+    : inner_(std::move(config)), warmup_(warmup_steps) {}
+
+Plan VditEvalPolicy::plan(const CallInfo& call) {
+  if (call.step < warmup_) return dense_plan(call.num_heads);
+  return inner_.plan(call);
+}
+
+void add_head_modes(const Plan& plan, int num_heads, std::map<std::string, double>& counts) {
+  int covered = 0;
+  for (const HeadGroup& g : plan.groups) {
+    counts[g.label] += double(g.heads.size());
+    covered += static_cast<int>(g.heads.size());
+  }
+  if (covered < num_heads) counts["skip"] += double(num_heads - covered);
+}
+
+VditSearchOptions vdit_eval_search_options(const TokenLayout& tokens, int block_size,
+                                           int first_step) {
+  VditSearchOptions o;
+  o.block_size = block_size;
+  o.first_step = std::max(0, first_step);
+  const int n = make_block_grid(tokens, block_size).num_video_blocks;
+  o.diagonal_windows.clear();
+  for (int w : {0, 1, 2, 3, 4, 6, 8, 12, 16})
+    if (w < n) o.diagonal_windows.push_back(w);
+  o.multi_diagonal_windows.clear();
+  for (int w : {0, 8, 32, 128})
+    if (w < tokens.tokens_per_frame()) o.multi_diagonal_windows.push_back(w);
+  o.stripe_counts.clear();
+  for (int k : {1, 2, 3, 4, 6, 8})
+    if (k < n) o.stripe_counts.push_back(k);
+  if (o.stripe_counts.empty()) o.stripe_counts = {1};
+  return o;
+}
+
+namespace {
+
+// Calibration: when the evaluated trajectory is synthetic, the same generator
+// seed (the same synthetic "model": head kinds and projections depend on the seed
+// only) with one more batch item, of which only the extra item is used (another
+// "prompt": scene, noise and text depend on the item). Null otherwise.
+std::unique_ptr<TrajectorySource> synthetic_twin(const TrajectoryInfo& info, int* item_out) {
+  if (info.source.find("synthetic") == std::string::npos) return nullptr;
+  unsigned seed = 42;
+  std::smatch m;
+  static const std::regex seed_re("seed ([0-9]+)");
+  if (std::regex_search(info.source, m, seed_re)) seed = static_cast<unsigned>(std::stoul(m[1]));
+  SyntheticSpec s;
+  s.frames = static_cast<int>(info.tokens.frames);
+  s.height = static_cast<int>(info.tokens.height);
+  s.width = static_cast<int>(info.tokens.width);
+  s.text_tokens = static_cast<int>(info.tokens.text_tokens);
+  s.text_valid = static_cast<int>(info.tokens.text_valid);
+  s.text_position = to_string(info.tokens.text_position);
+  s.num_steps = info.num_steps;
+  s.layers = static_cast<int>(info.layers.size());
+  s.heads = info.heads;
+  s.head_dim = info.head_dim;
+  s.batch = info.batch + 1;
+  s.seed = seed;
+  *item_out = info.batch;
+  return drop_batch_items(make_synthetic(s), info.batch);
+}
+
+std::mutex cache_mutex;
+std::map<std::string, std::shared_ptr<const VditLossTable>> table_cache;
+
+}  // namespace
+
+std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluated,
+                                                      const ModditConfig& run,
+                                                      double target_density, std::string* note,
+                                                      const std::string& config_path,
+                                                      int threads) {
+  const TrajectoryInfo& info = evaluated.info();
+  if (!config_path.empty()) {
+    VditConfig c = load_vdit_config(config_path);
+    c.check_matches(info.tokens, run.block_size, info.heads, info.head_dim, info.num_steps);
+    if (note)
+      *note = "sparse_vdit: config " + config_path + " (mean density over its steps " +
+              std::to_string(c.mean_density()) + "; the --density target does not apply)";
+    return std::make_shared<VditEvalPolicy>(std::move(c), run.warmup_steps);
+  }
+  const int first_step = std::max(0, run.warmup_steps - 2);
+  int item = 0;
+  std::unique_ptr<TrajectorySource> twin = synthetic_twin(info, &item);
+  TrajectorySource& calib = twin ? *twin : evaluated;
+  const std::string key = calib.info().source + "|bs" + std::to_string(run.block_size) + "|from" +
+                          std::to_string(first_step);
+  std::shared_ptr<const VditLossTable> table;
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto it = table_cache.find(key);
+    if (it != table_cache.end()) table = it->second;
+  }
+  if (!table) {
+    std::shared_ptr<Backend> cpu = make_cpu_backend(threads);
+    auto t = std::make_shared<VditLossTable>(measure_vdit_candidates(
+        {&calib}, *cpu, vdit_eval_search_options(info.tokens, run.block_size, first_step)));
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    table_cache[key] = t;
+    table = t;
+  }
+  VditConfig c = decide_vdit_for_density(*table, target_density);
+  if (note) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "; lambda %.4g, eps %.3g chosen for density %.3f (searched mean density %.3f)",
+                  c.search.lambda, c.search.eps, target_density, c.mean_density());
+    *note = std::string("sparse_vdit: searched on ") +
+            (twin ? "batch item " + std::to_string(item) +
+                        " of the same synthetic model (same seed: another scene, not the "
+                        "evaluated one)"
+                  : "the evaluated trajectory itself (in-sample)") +
+            buf;
+  }
+  return std::make_shared<VditEvalPolicy>(std::move(c), run.warmup_steps);
+}
+
+}  // namespace eval
+}  // namespace moddit

@@ -1,0 +1,55 @@
+#pragma once
+// Sparse-vDiT as an evaluation policy at a target density (DESIGN.md 6).
+//
+// The config comes from a file written by `moddit search`, or, without one, from
+// a search run here: when the evaluated trajectory is synthetic, on another batch
+// item of the same generator seed (the same synthetic model, another scene: the
+// paper calibrates on other samples), else on the evaluated trajectory itself
+// (in-sample; the note says so). The search's loss table is cached per
+// calibration source, so several densities cost one search; (lambda, eps) are
+// then picked for the target density (decide_vdit_for_density). Dense before the
+// run's warm-up, like every baseline, so that all are compared on the same steps.
+#include <map>
+#include <memory>
+#include <string>
+
+#include "moddit/config.hpp"
+#include "moddit/policy.hpp"
+#include "moddit/sparse_vdit.hpp"
+#include "moddit/trajectory.hpp"
+
+namespace moddit {
+namespace eval {
+
+class VditEvalPolicy : public Policy {
+ public:
+  VditEvalPolicy(VditConfig config, int warmup_steps);
+  std::string name() const override { return "sparse_vdit"; }
+  Plan plan(const CallInfo& call) override;
+  const VditConfig& config() const { return inner_.config(); }
+
+ private:
+  SparseVditPolicy inner_;
+  int warmup_;
+};
+
+// `note` (may be null) receives one line for the report: where the config came
+// from and the density it achieves over the searched steps.
+std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluated,
+                                                      const ModditConfig& run,
+                                                      double target_density,
+                                                      std::string* note = nullptr,
+                                                      const std::string& config_path = "",
+                                                      int threads = 0);
+
+// Adds one call's heads per group label to `counts` (heads in no group count as
+// "skip"): the "share of heads per mode" of the report, for any policy.
+void add_head_modes(const Plan& plan, int num_heads, std::map<std::string, double>& counts);
+
+// The candidate parameters the evaluation searches (wide enough to reach low
+// densities on small grids).
+VditSearchOptions vdit_eval_search_options(const TokenLayout& tokens, int block_size,
+                                           int first_step);
+
+}  // namespace eval
+}  // namespace moddit

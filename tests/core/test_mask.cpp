@@ -1,0 +1,183 @@
+// Mask generation: Top-K / target-density line unions, frame regions, the
+// diagonal, the layout assembly and the linear prediction (DESIGN.md 2).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+
+#include "core/pattern_basis.hpp"
+#include "core/video_mask.hpp"
+#include "moddit/error.hpp"
+#include "moddit/token_layout.hpp"
+
+using namespace moddit;
+using namespace moddit::core;
+
+namespace {
+
+TokenLayout layout(int64_t frames, int64_t P, int64_t text, TextPosition pos) {
+  TokenLayout t;
+  t.frames = frames;
+  t.height = P;
+  t.width = 1;
+  t.text_tokens = text;
+  t.text_valid = text;
+  t.text_position = pos;
+  return t;
+}
+
+// Naive reference: a mask from the first k lines of the ascending order, rebuilt.
+std::vector<uint8_t> naive_mask(const PatternBasis& b, const std::vector<double>& lines,
+                                const std::vector<uint8_t>& keep, int k) {
+  const int n = b.n;
+  std::vector<int> order(lines.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int c) { return lines[a] < lines[c]; });
+  std::vector<uint8_t> m(static_cast<size_t>(n) * n, 0);
+  for (int i = 0; i < n; ++i) m[i * n + i] = 1;
+  for (int f = 0; f < b.num_frames(); ++f)
+    if (keep[f])
+      for (int i = b.frame_lo[f]; i <= b.frame_hi[f]; ++i)
+        for (int j = b.frame_lo[f]; j <= b.frame_hi[f]; ++j) m[i * n + j] = 1;
+  for (int r = 0; r < k; ++r) {
+    const int l = order[r];
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j)
+        if ((l < 2 * n - 1 && j - i == l - (n - 1)) || (l >= 2 * n - 1 && j == l - (2 * n - 1)))
+          m[i * n + j] = 1;
+  }
+  return m;
+}
+
+double density(const std::vector<uint8_t>& m, const std::vector<int64_t>& len) {
+  const int n = static_cast<int>(len.size());
+  double live = 0, total = 0;
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      const double w = double(len[i]) * len[j];
+      total += w;
+      if (m[i * n + j]) live += w;
+    }
+  return live / total;
+}
+
+}  // namespace
+
+TEST(VideoMask, TopKIsTheUnionOfTheLowestLinesPlusDiagonalAndFrames) {
+  std::mt19937 rng(21);
+  std::uniform_real_distribution<double> u(-1, 1);
+  const TokenLayout t = layout(7, 100, 0, TextPosition::None);  // 700 tokens, n = 11 at 64
+  const BlockGrid g = make_block_grid(t, 64);
+  const PatternBasis b = make_pattern_basis(g, t);
+  VideoMaskBuilder builder(b, video_block_lengths(g));
+  const int n = b.n;
+  std::vector<uint8_t> mask(static_cast<size_t>(n) * n);
+  for (int k : {1, 2, 5, 13, 3 * n - 1}) {
+    std::vector<double> lines(static_cast<size_t>(b.num_lines()));
+    for (auto& x : lines) x = u(rng);
+    std::vector<uint8_t> keep(static_cast<size_t>(b.num_frames()));
+    for (auto& x : keep) x = rng() % 2;
+    const MaskChoice c = builder.build(lines.data(), keep.data(), k, 0.5, mask.data());
+    EXPECT_EQ(c.k, k);
+    EXPECT_EQ(mask, naive_mask(b, lines, keep, k)) << "k = " << k;
+    for (int i = 0; i < n; ++i) EXPECT_TRUE(mask[i * n + i]);
+    EXPECT_NEAR(c.density, density(mask, video_block_lengths(g)), 1e-12);
+  }
+  // All lines: every block (the columns alone cover the grid).
+  std::vector<double> lines(static_cast<size_t>(b.num_lines()), 0.0);
+  std::vector<uint8_t> none(static_cast<size_t>(b.num_frames()), 0);
+  EXPECT_DOUBLE_EQ(builder.build(lines.data(), none.data(), 3 * n - 1, 0.5, mask.data()).density,
+                   1.0);
+}
+
+TEST(VideoMask, DerivedKIsTheSmallestReachingTheTargetDensity) {
+  std::mt19937 rng(22);
+  std::uniform_real_distribution<double> u(-1, 1);
+  const TokenLayout t = layout(5, 150, 70, TextPosition::Before);  // partial last block
+  const BlockGrid g = make_block_grid(t, 64);
+  const PatternBasis b = make_pattern_basis(g, t);
+  const std::vector<int64_t> len = video_block_lengths(g);
+  VideoMaskBuilder builder(b, len);
+  const int n = b.n;
+  std::vector<uint8_t> mask(static_cast<size_t>(n) * n);
+  for (double target : {0.05, 0.2, 0.37, 0.6, 0.9, 1.0}) {
+    std::vector<double> lines(static_cast<size_t>(b.num_lines()));
+    for (auto& x : lines) x = u(rng);
+    std::vector<uint8_t> keep(static_cast<size_t>(b.num_frames()), 0);
+    keep[1] = 1;
+    const MaskChoice c = builder.build(lines.data(), keep.data(), 0, target, mask.data());
+    EXPECT_EQ(mask, naive_mask(b, lines, keep, c.k));
+    EXPECT_GE(c.density, target - 1e-12) << target;
+    if (c.k > 0) {
+      EXPECT_LT(density(naive_mask(b, lines, keep, c.k - 1), len), target) << target;
+    }
+    for (int i = 0; i < n; ++i) EXPECT_TRUE(mask[i * n + i]);
+  }
+  // A target already met by the diagonal and frames keeps no line.
+  std::vector<double> lines(static_cast<size_t>(b.num_lines()), 0.0);
+  std::vector<uint8_t> all(static_cast<size_t>(b.num_frames()), 1);
+  EXPECT_EQ(builder.build(lines.data(), all.data(), 0, 0.01, mask.data()).k, 0);
+}
+
+TEST(VideoMask, TooLargeTopKIsAnErrorNamingTopK) {
+  const TokenLayout t = layout(4, 64, 0, TextPosition::None);
+  const BlockGrid g = make_block_grid(t, 64);
+  const PatternBasis b = make_pattern_basis(g, t);
+  VideoMaskBuilder builder(b, video_block_lengths(g));
+  std::vector<double> lines(static_cast<size_t>(b.num_lines()), 0.1);
+  std::vector<uint8_t> keep(4, 0), mask(16);
+  EXPECT_NO_THROW(builder.build(lines.data(), keep.data(), 11, 0.5, mask.data()));
+  try {
+    builder.build(lines.data(), keep.data(), 12, 0.5, mask.data());
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("top_k"), std::string::npos) << e.what();
+  }
+}
+
+TEST(VideoMask, LayoutRowsEqualPlaceVideoMask) {
+  std::mt19937 rng(23);
+  for (TextPosition pos : {TextPosition::None, TextPosition::Before, TextPosition::After}) {
+    const TokenLayout t = layout(3, 90, pos == TextPosition::None ? 0 : 100, pos);
+    const BlockGrid g = make_block_grid(t, 64);
+    const int n = g.num_video_blocks, nb = g.num_blocks();
+    BlockMask ref(2, 3, nb, nb);
+    BlockLayout got;
+    got.batch = 2;
+    got.heads = 3;
+    got.num_q_blocks = got.num_k_blocks = nb;
+    for (int bi = 0; bi < 2; ++bi)
+      for (int h = 0; h < 3; ++h) {
+        std::vector<uint8_t> vm(static_cast<size_t>(n) * n);
+        for (auto& x : vm) x = rng() % 3 == 0;
+        place_video_mask(vm.data(), g, ref, bi, h);
+        append_layout_rows(vm.data(), g, got);
+      }
+    got.validate();
+    const BlockLayout want = to_layout(ref);
+    EXPECT_EQ(got.row_ptr, want.row_ptr);
+    EXPECT_EQ(got.col_idx, want.col_idx);
+    const double d = video_density(want, g);
+    EXPECT_NEAR(layout_video_density(got, g), d, 1e-12 * d);
+    EXPECT_LT(d, 1.0);
+  }
+}
+
+TEST(Prediction, LinearExtrapolationThroughTheTwoReferences) {
+  std::mt19937 rng(24);
+  std::uniform_real_distribution<double> u(-2, 2);
+  std::vector<double> xa(9), xb(9), out(9);
+  for (auto& x : xa) x = u(rng);
+  for (auto& x : xb) x = u(rng);
+  // At the references the prediction is the reference itself.
+  predict_linear(xa.data(), 10, xb.data(), 11, 11, 9, out.data());
+  for (int i = 0; i < 9; ++i) EXPECT_DOUBLE_EQ(out[i], xb[i]);
+  predict_linear(xa.data(), 10, xb.data(), 11, 10, 9, out.data());
+  for (int i = 0; i < 9; ++i) EXPECT_NEAR(out[i], xa[i], 1e-12);
+  // x(t) = x_b + (x_b - x_a)(t - t_b)/(t_b - t_a)
+  predict_linear(xa.data(), 11, xb.data(), 22, 29, 9, out.data());
+  for (int i = 0; i < 9; ++i)
+    EXPECT_NEAR(out[i], xb[i] + (xb[i] - xa[i]) * 7.0 / 11.0, 1e-12 * (1 + std::abs(out[i])));
+  EXPECT_THROW(predict_linear(xa.data(), 5, xb.data(), 5, 6, 9, out.data()), Error);
+}

@@ -1,0 +1,246 @@
+// The CUDA kernels against the CPU reference, on fresh random inputs, over the
+// edge cases: partial last block, N not a multiple of the block size, frames
+// unaligned with blocks, text before/after with padding, batch 2, head subsets,
+// both layouts and dtypes, block sizes 64 and 128, empty-but-diagonal and full
+// masks; plus the exact sparsity map. Skips cleanly without a GPU.
+#include <gtest/gtest.h>
+
+#include <limits>
+
+#include "gpu_test_util.hpp"
+#include "moddit/error.hpp"
+
+namespace moddit::gputest {
+namespace {
+
+TokenLayout video(int64_t f, int64_t h, int64_t w) {
+  TokenLayout t;
+  t.frames = f;
+  t.height = h;
+  t.width = w;
+  return t;
+}
+TokenLayout with_text(TokenLayout t, TextPosition pos, int64_t tokens, int64_t valid) {
+  t.text_position = pos;
+  t.text_tokens = tokens;
+  t.text_valid = valid;
+  return t;
+}
+
+struct Fixture : ::testing::Test {
+  std::shared_ptr<Backend> gpu, cpu;
+  void SetUp() override {
+    if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+    gpu = make_cuda_backend(0);
+    cpu = make_cpu_backend(0);
+  }
+  // bf16 operands: P is rounded to 16 bits before P.V, so ~1e-3..1e-2 relative.
+  void expect_close(const Case& c, const Outcome& r) {
+    const double tol = c.dtype == DType::BF16 ? 2e-2 : 5e-3;
+    EXPECT_LT(r.out_rel_l2, tol);
+    EXPECT_LT(r.lse_max_abs, 5e-3);
+    EXPECT_EQ(r.nonfinite, 0);
+    EXPECT_EQ(r.untouched_wrong, 0);
+    EXPECT_EQ(r.map_written_wrong, 0);
+    EXPECT_EQ(r.map_mismatch, 0) << "straddling pairs allowed: " << r.map_straddle;
+  }
+};
+
+TEST_F(Fixture, DenseWanLikeUnalignedFramesPartialBlock) {
+  Case c;
+  c.tokens = video(3, 10, 13);  // P = 130, N = 390: 3 full blocks and one of 6
+  c.seed = 11;
+  const Outcome r = run_case(*gpu, *cpu, c);
+  expect_close(c, r);
+}
+
+TEST_F(Fixture, SparseHndF16WithMap) {
+  Case c;
+  c.tokens = video(4, 9, 11);  // N = 396
+  c.dtype = DType::F16;
+  c.layout = Layout::HND;
+  c.mask = Case::Mask::Random;
+  c.density = 0.5;
+  c.seed = 12;
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
+
+TEST_F(Fixture, TextBeforePaddedBlock64Batch2) {
+  Case c;
+  c.tokens = with_text(video(2, 12, 12), TextPosition::Before, 77, 60);  // N = 365
+  c.B = 2;
+  c.H = 2;
+  c.D = 64;
+  c.block_size = 64;
+  c.mask = Case::Mask::Random;
+  c.density = 0.4;
+  c.seed = 13;
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
+
+TEST_F(Fixture, TextAfterPaddedHeadSubsetF16) {
+  Case c;
+  c.tokens = with_text(video(3, 8, 16), TextPosition::After, 50, 33);  // N = 434
+  c.B = 2;
+  c.H = 3;
+  c.dtype = DType::F16;
+  c.heads = {0, 2};
+  c.mask = Case::Mask::Random;
+  c.density = 0.3;
+  c.seed = 14;
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
+
+TEST_F(Fixture, DiagonalOnlyMask) {
+  Case c;
+  c.tokens = with_text(video(5, 7, 9), TextPosition::Before, 40, 40);
+  c.D = 64;
+  c.mask = Case::Mask::Diagonal;
+  c.seed = 15;
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
+
+TEST_F(Fixture, FullLayoutMatchesDense) {
+  Case c;
+  c.tokens = video(2, 15, 17);  // N = 510
+  c.mask = Case::Mask::FullLayout;
+  c.layout = Layout::HND;
+  c.seed = 16;
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
+
+TEST_F(Fixture, DenseDim64Block64NoMapBf16) {
+  Case c;
+  c.tokens = with_text(video(3, 11, 12), TextPosition::After, 30, 21);
+  c.D = 64;
+  c.H = 3;
+  c.block_size = 64;
+  c.with_map = false;
+  c.seed = 17;
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
+
+TEST_F(Fixture, LargerSparseDim128) {
+  Case c;
+  c.tokens = video(6, 13, 15);  // N = 1170
+  c.mask = Case::Mask::Random;
+  c.density = 0.2;
+  c.seed = 18;
+  c.q_scale = 2.0f;
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
+
+// Fresh inputs on every run: the same case with a seed from the clock.
+TEST_F(Fixture, FreshRandomSeed) {
+  Case c;
+  c.tokens = with_text(video(3, 9, 14), TextPosition::Before, 45, 31);
+  c.B = 2;
+  c.mask = Case::Mask::Random;
+  c.density = 0.35;
+  c.seed = static_cast<uint32_t>(std::random_device{}());
+  SCOPED_TRACE(c.seed);
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
+
+// A layout row with no live block: zeros and LSE -inf.
+TEST_F(Fixture, EmptyRowGivesZerosAndMinusInf) {
+  const TokenLayout tk = video(2, 10, 13);  // N = 260: blocks 128, 128, 4
+  const int N = 260, H = 1, D = 64;
+  BlockMask m(1, 1, 3, 3, true);
+  for (int k = 0; k < 3; ++k) m.at(0, 0, 1, k) = 0;  // row 1 empty
+  const BlockLayout l = to_layout(m);
+  std::mt19937 rng(5);
+  HostPair x = random_tensor(rng, int64_t(N) * H * D, DType::BF16, 1.f);
+  auto d = gpu->allocate(x.bits.size() * 2);
+  gpu->copy_from_host(d.get(), x.bits.data(), x.bits.size() * 2);
+  auto o = gpu->allocate(x.bits.size() * 2);
+  gpu->copy_from_host(o.get(), x.bits.data(), x.bits.size() * 2);  // poison
+  auto lse = gpu->allocate(N * sizeof(float));
+  AttentionCall c;
+  c.q = c.k = c.v = make_view(d.get(), DType::BF16, Layout::NHD, 1, N, H, D, Device::CUDA);
+  c.out = make_view(o.get(), DType::BF16, Layout::NHD, 1, N, H, D, Device::CUDA);
+  c.tokens = &tk;
+  c.layout = &l;
+  c.lse = static_cast<float*>(lse.get());
+  gpu->attention(c);
+  std::vector<uint16_t> out(x.bits.size());
+  std::vector<float> hl(N);
+  gpu->copy_to_host(out.data(), o.get(), out.size() * 2);
+  gpu->copy_to_host(hl.data(), lse.get(), N * sizeof(float));
+  for (int t = 128; t < 256; ++t) {
+    EXPECT_EQ(hl[t], -std::numeric_limits<float>::infinity()) << t;
+    for (int e = 0; e < D; ++e) ASSERT_EQ(bf16_to_f32(out[t * D + e]), 0.f) << t;
+  }
+  EXPECT_TRUE(std::isfinite(hl[0]) && std::isfinite(hl[256]));
+}
+
+// Bad input is refused before any launch, with a message naming the problem.
+TEST_F(Fixture, BadInputThrowsBeforeLaunch) {
+  const TokenLayout tk = video(2, 8, 8);  // N = 128
+  const int N = 128, H = 2;
+  auto buf = gpu->allocate(size_t(N) * H * 128 * 4 + 64);
+  auto make = [&](DType t, int D, size_t byte_off) {
+    AttentionCall c;
+    void* p = static_cast<char*>(buf.get()) + byte_off;
+    c.q = c.k = c.v = c.out = make_view(p, t, Layout::NHD, 1, N, H, D, Device::CUDA);
+    c.tokens = &tk;
+    return c;
+  };
+  const int64_t before = gpu->launches();
+  auto expect_error = [&](const AttentionCall& c, const char* what) {
+    try {
+      gpu->attention(c);
+      ADD_FAILURE() << "no error for " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  expect_error(make(DType::BF16, 96, 0), "head dim");
+  expect_error(make(DType::F32, 64, 0), "dtype");
+  expect_error(make(DType::BF16, 64, 2), "aligned");
+  std::vector<float> host(size_t(N) * H * 64);
+  AttentionCall hc = make(DType::BF16, 64, 0);
+  hc.q = make_view(host.data(), DType::BF16, Layout::NHD, 1, N, H, 64, Device::CUDA);
+  expect_error(hc, "device memory");
+  BlockLayout l = full_layout(1, H, 1);
+  l.col_idx[0] = 3;
+  AttentionCall lc = make(DType::BF16, 64, 0);
+  lc.layout = &l;
+  expect_error(lc, "out of range");
+  BlockMask m(1, H, 2, 2, true);
+  BlockLayout dup = to_layout(m);
+  AttentionCall dc = make(DType::BF16, 64, 0);
+  const TokenLayout tk2 = video(2, 10, 10);  // N = 200: 2 blocks
+  auto buf2 = gpu->allocate(size_t(200) * H * 64 * 2);
+  dc.q = dc.k = dc.v = dc.out = make_view(buf2.get(), DType::BF16, Layout::NHD, 1, 200, H, 64,
+                                          Device::CUDA);
+  dc.tokens = &tk2;
+  dup.col_idx[1] = dup.col_idx[0];
+  dc.layout = &dup;
+  expect_error(dc, "duplicated");
+  EXPECT_EQ(gpu->launches(), before);
+}
+
+// Skipped heads: zero_heads writes zeros there and touches nothing else.
+TEST_F(Fixture, ZeroHeads) {
+  const int B = 2, N = 70, H = 3, D = 64;
+  std::mt19937 rng(7);
+  HostPair x = random_tensor(rng, int64_t(B) * N * H * D, DType::BF16, 1.f);
+  auto d = gpu->allocate(x.bits.size() * 2);
+  gpu->copy_from_host(d.get(), x.bits.data(), x.bits.size() * 2);
+  const TensorView v = make_view(d.get(), DType::BF16, Layout::HND, B, N, H, D, Device::CUDA);
+  gpu->zero_heads(v, {1});
+  std::vector<uint16_t> out(x.bits.size());
+  gpu->copy_to_host(out.data(), d.get(), out.size() * 2);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < N; ++t)
+      for (int h = 0; h < H; ++h)
+        for (int e = 0; e < D; ++e) {
+          const int64_t i = v.offset(b, t, h) + e;
+          if (h == 1) ASSERT_EQ(out[i], 0);
+          else ASSERT_EQ(out[i], x.bits[i]);
+        }
+}
+
+}  // namespace
+}  // namespace moddit::gputest
