@@ -18,13 +18,17 @@ int main(int argc, char** argv) {
   CLI::App app{"moddit: block-sparse attention for video diffusion transformers (MOD-DiT, Sparse-vDiT)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "moddit 0.1.0");
+  // Bad command lines get one line, like every other error.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("moddit: error: ") + e.what() + " (see --help)\n";
+  });
   auto& reg = command_registry();
   std::sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
   for (auto& c : reg) c.setup(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 1;
   } catch (const moddit::Error& e) {
     std::fprintf(stderr, "moddit: error: %s\n", e.what());
     return 1;

@@ -15,7 +15,7 @@ struct ModditConfig {
   int interval = 10;             // delta t between refresh steps
   int top_k = 0;                 // K lines kept per head; 0 = derive from target_density
   double target_density = 0.15;  // used when top_k == 0: smallest K whose mask reaches it
-  double tau_e = 0.5;            // keep frame block-diagonal f iff e_f <= tau_e at both references
+  double tau_e = -0.2;           // keep frame block-diagonal f iff e_f <= tau_e at both references (default chosen by eval: docs/CONFIG.md)
   std::string refresh = "masked";  // "masked" (paper 5.1) or "dense" (official code)
   std::vector<int> dense_layers;   // layers always computed densely
 

@@ -66,6 +66,19 @@ from ._api import (  # noqa: F401
 )
 
 __version__ = "0.1.0"
+__all__ = [
+    'BlockGrid', 'BlockLayout', 'BlockMask', 'Backend', 'CallInfo', 'CallKind',
+    'CallRecord', 'DType', 'DensePolicy', 'Device', 'Error', 'FitRecord', 'HeadGroup',
+    'ModditConfig', 'ModditPolicy', 'Plan', 'Policy', 'PythonPolicy', 'SessionOptions',
+    'SparseVditPolicy', 'SyntheticSpec', 'TokenLayout', 'TrajectoryInfo',
+    'TrajectorySource', 'VditConfig', 'VditHeadChoice', 'VditMode', 'VditSearchOptions',
+    'cpu_backend', 'cuda_available', 'cuda_backend', 'dense_plan', 'full_layout',
+    'inspect_file', 'make_block_grid', 'make_synthetic', 'open_trajectory',
+    'place_video_mask', 'search_vdit', 'to_layout', 'to_mask', 'video_density',
+    'write_trajectory', 'POLICY_NAMES', 'Session', 'attention', 'dense_attention',
+    'evaluate', 'get_backend', 'make_policy', 'moddit_config', 'set_cpu_threads',
+    'sparse_attention', "built_with_cuda",
+]
 built_with_cuda: bool = _moddit.built_with_cuda
 
 

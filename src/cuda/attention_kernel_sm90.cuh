@@ -22,18 +22,18 @@ __device__ __forceinline__ int swz90(int row, int chunk) {
   return (chunk >> 3) * (R * 64) + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
 }
 
-// 128 rows by 256 threads: thread t copies chunk t % (D/8) of rows t / (D/8) + k * step,
+// R rows by NT threads: thread t copies chunk t % (D/8) of rows t / (D/8) + k * step,
 // so the chunk, the swizzle phase and the address increments are fixed per thread.
-template <int D, typename T>
+template <int D, typename T, int NT = 256, int R = 128>
 __device__ __forceinline__ void load_rows90(T* smem, const T* g, int64_t stride_n, int start,
                                             int len, int tid) {
-  constexpr int kChunks = D / 8, kStep = 256 / kChunks;
+  constexpr int kChunks = D / 8, kStep = NT / kChunks;
   const int c = tid % kChunks, r0 = tid / kChunks;
-  const uint32_t dst = smem_addr(smem) + swz90<128>(r0, c) * 2;
+  const uint32_t dst = smem_addr(smem) + swz90<R>(r0, c) * 2;
   const T* src = g + int64_t(start + r0) * stride_n + c * 8;
   const int64_t src_step = int64_t(kStep) * stride_n;
 #pragma unroll
-  for (int k = 0; k < 128 / kStep; ++k) {
+  for (int k = 0; k < R / kStep; ++k) {
     const bool ok = r0 + k * kStep < len;
     cp_async16(dst + k * kStep * 128, ok ? src + k * src_step : g, ok);
   }
@@ -231,10 +231,12 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(co
             sum += s[j * 4 + 2 * i] + s[j * 4 + 2 * i + 1];
           }
           l_run[i] = l_run[i] * alpha + sum;
+          if (__any_sync(0xffffffffu, alpha != 1.f)) {  // the row maxima moved: rescale O
 #pragma unroll
-          for (int j = 0; j < D / 8; ++j) {
-            o[j * 4 + 2 * i] *= alpha;
-            o[j * 4 + 2 * i + 1] *= alpha;
+            for (int j = 0; j < D / 8; ++j) {
+              o[j * 4 + 2 * i] *= alpha;
+              o[j * 4 + 2 * i + 1] *= alpha;
+            }
           }
         }
         uint32_t pa[8][4];
@@ -254,11 +256,11 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(co
           const uint64_t dv = gmma_desc(va + buf * kKeys90 * D * 2 + kk * 16 * 128, 128 * 128, 1024);
           wgmma_rs<D, T>(o, pa[kk], dv);
         }
-        wgmma_commit();
-        wgmma_wait<0>();
+        wgmma_commit();  // waited for with the next tile's Q K^T (or after the loop)
       }
       buf ^= 1;
     }
+    wgmma_wait<0>();
     cp_async_wait<0>();
 
     if constexpr (!MAP) {
@@ -287,6 +289,7 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(co
   __trap();  // built for another architecture: the launcher only picks this on sm_90a
 #endif
 }
+
 
 
 }  // namespace moddit::cuda

@@ -2,7 +2,6 @@
 (CPU): with the dense policy the output equals the original processors'; the
 sparse policies run end to end; the step and the CFG branch are followed
 whether the pipeline batches CFG (CogVideoX) or calls twice (Wan, HunyuanVideo)."""
-import numpy as np
 import pytest
 
 from conftest import needs_diffusers, tiny_cogvideox, tiny_hunyuan, tiny_wan
@@ -166,13 +165,15 @@ def test_wan_pipeline_cfg_two_calls():
     import moddit.diffusers as md
 
     pipe, run = _wan_pipeline()
+    reports = []
     with torch.no_grad():
         ref = run()
         md.enable(pipe, policy="dense")
         assert rel(run(), ref) < TOL
         md.enable(pipe, policy="moddit", warmup_steps=2, interval=2, target_density=0.3,
-                  block_size=64)
+                  block_size=64, report=reports.append)
         out = run(steps=5)
+    assert len(reports) == 1 and reports[0].steps == 5  # the summary after the run
     ctl = pipe._moddit_state.controllers[0]
     # Two calls per step (cond, uncond), one batch item each: slots 0 and 1.
     assert [c.step for c in ctl.calls if c.layer == 0] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
@@ -180,6 +181,7 @@ def test_wan_pipeline_cfg_two_calls():
     assert md.summary(pipe).mean_density < 0.9
     md.disable(pipe)
     assert "set_timesteps" not in vars(pipe.scheduler)
+    assert "progress_bar" not in vars(pipe)
 
 
 def test_cogvideox_pipeline_cfg_batched_with_rotary():

@@ -135,3 +135,35 @@ def test_adapter_on_cuda_dense_equals_original_and_moddit_runs():
         s = md.summary(model)
         assert s.attention_seconds > 0 and s.mean_density is not None
         md.disable(model)
+
+
+@needs_diffusers
+@pytest.mark.parametrize("family", ["wan", "hunyuan_video", "cogvideox"])
+def test_every_family_on_cuda(family):
+    """Dense policy = the original processors (bf16 tolerance); MOD-DiT runs."""
+    import torch
+    import moddit.diffusers as md
+    from test_diffusers import FAMILIES
+
+    _, make, inputs = next(f for f in FAMILIES if f[0] == family)
+    model = make().to("cuda", torch.bfloat16)
+
+    def to_cuda(x):
+        if isinstance(x, torch.Tensor):
+            return x.to("cuda", torch.bfloat16) if x.is_floating_point() else x.to("cuda")
+        return x
+
+    x = {k: to_cuda(v) for k, v in inputs(torch).items()}
+    with torch.no_grad():
+        ref = model(**x)[0]
+        md.enable(model, policy="dense", num_steps=4)
+        out = model(**x)[0]
+        assert float((out - ref).float().norm() / ref.float().norm()) < 3e-2
+        md.enable(model, policy="moddit", num_steps=5, warmup_steps=2, interval=2,
+                  target_density=0.4, block_size=64)
+        for t in torch.linspace(999, 1, 5):
+            x["timestep"] = t.expand(2).to("cuda")
+            out = model(**x)[0]
+        assert torch.isfinite(out.float()).all()
+        assert md.summary(model).mean_density is not None
+        md.disable(model)

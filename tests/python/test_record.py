@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import needs_diffusers, rel_err, tiny_cogvideox, tiny_hunyuan, tiny_wan
+from conftest import needs_diffusers, tiny_cogvideox, tiny_hunyuan, tiny_wan
 
 pytestmark = needs_diffusers
 
@@ -18,8 +18,6 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 def _capture_qkv(model, layer):
     """Collects layer's (q, k, v) NHD from the moddit processor via a spy."""
-    import moddit.diffusers as md
-
     ctl = model._moddit_state.controllers[0]
     seen = []
     original = ctl.attention

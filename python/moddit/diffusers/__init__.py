@@ -12,6 +12,7 @@ their self-attention processors; disable() restores the originals.
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any, Dict, Iterable, List, Optional
 
 from .controller import Controller
@@ -56,7 +57,7 @@ def _transformers(pipe) -> List[Any]:
 
 
 def enable(pipe, policy: Any = "moddit", *, config: Any = None, num_steps: Optional[int] = None,
-           **config_kw: Any):
+           report: Any = False, **config_kw: Any):
     """Replaces the self-attention processors of the pipeline's transformer(s).
 
     policy: "moddit" (config / keyword overrides: target_density, top_k,
@@ -65,7 +66,8 @@ def enable(pipe, policy: Any = "moddit", *, config: Any = None, num_steps: Optio
     "dense" (moddit's dense kernels: the reference), "sdpa" (diffusers' own
     attention, through moddit's processors: for timing and recording), or a
     moddit.Policy object. num_steps: the schedule length when `pipe` is a bare
-    transformer (a pipeline's scheduler tells it otherwise).
+    transformer (a pipeline's scheduler tells it otherwise). report: True prints
+    the summary after every pipeline call (to stderr); a callable receives it.
     Returns the pipeline (or model) for chaining.
     """
     if getattr(pipe, _STATE, None) is not None:
@@ -96,8 +98,44 @@ def enable(pipe, policy: Any = "moddit", *, config: Any = None, num_steps: Optio
 
         scheduler.set_timesteps = set_timesteps
         state.scheduler = scheduler
+    if report and hasattr(pipe, "progress_bar"):
+        _report_after_each_run(pipe, state, report)
     setattr(pipe, _STATE, state)
     return pipe
+
+
+def _report_after_each_run(pipe, state: _PipeState, report: Any) -> None:
+    """Pipelines run their denoising loop inside `with self.progress_bar(...)`:
+    its exit is the end of the run."""
+    original_bar = pipe.progress_bar
+
+    @functools.wraps(original_bar)
+    def progress_bar(*args, **kwargs):
+        return _ReportOnExit(original_bar(*args, **kwargs), state, report)
+
+    pipe.progress_bar = progress_bar
+    state.patched_progress_bar = True
+
+
+class _ReportOnExit:
+    def __init__(self, bar, state: _PipeState, report: Any):
+        self.bar, self.state, self.report = bar, state, report
+
+    def __enter__(self):
+        return self.bar.__enter__()
+
+    def __exit__(self, *exc):
+        result = self.bar.__exit__(*exc)
+        if exc[0] is None:
+            s = Summary.from_controllers(self.state.controllers)
+            if callable(self.report):
+                self.report(s)
+            else:
+                print(s, file=sys.stderr)
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.bar, name)
 
 
 def disable(pipe) -> None:
@@ -113,6 +151,8 @@ def disable(pipe) -> None:
         hook.remove()
     if state.scheduler is not None and "set_timesteps" in vars(state.scheduler):
         del state.scheduler.set_timesteps
+    if getattr(state, "patched_progress_bar", False) and "progress_bar" in vars(pipe):
+        del pipe.progress_bar
     setattr(pipe, _STATE, None)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -63,7 +63,6 @@ class Controller:
         self._grid: Optional[Tuple[int, int, int]] = None
         self._text_valid: Optional[List[int]] = None
         self._generation = -1
-        self._hooks: List[Any] = []
         self._forward_timer = None
         self._signature = inspect.signature(model.forward)
         self.reset()
