@@ -20,6 +20,10 @@ struct SessionOptions {
   int head_dim = 128;
   int block_size = 128;
   float eta = 1e-4f;
+  // Wait for the backend after every call so that CallRecord::seconds is the
+  // call's run time. Off: on a GPU backend `seconds` is the time to queue the work
+  // (the CPU backend is synchronous either way).
+  bool synchronize_calls = false;
 };
 
 struct CallRecord {
@@ -27,7 +31,7 @@ struct CallRecord {
   CallKind kind = CallKind::Dense;
   double density = 1.0;     // video x video density actually computed (mean over batch, heads)
   int launches = 0;
-  double seconds = 0.0;     // wall time of the backend work
+  double seconds = 0.0;     // wall time of the backend work (see SessionOptions::synchronize_calls)
   double overhead_seconds = 0.0;  // policy work (plan + observe)
 };
 

@@ -36,6 +36,10 @@ def as_input(x: Any) -> Any:
     tensors refuse DLPack export, so they are detached: a view, not a copy)."""
     if is_torch(x) and x.requires_grad:
         return x.detach()
+    if _module_root(x) in ("jax", "jaxlib") and hasattr(x, "block_until_ready"):
+        # JAX dispatches asynchronously on its own streams: wait until the
+        # buffer is written before moddit reads it.
+        x.block_until_ready()
     return x
 
 

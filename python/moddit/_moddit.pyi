@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 class Error(ValueError):
     pass
 
-built_with_cuda: bool = False
+built_with_cuda: bool
 
 class DType(enum.Enum):
     F32 = 0

@@ -45,8 +45,13 @@ class PyPolicy : public PolicyWithMap {
   }
   Plan plan(const CallInfo& call) override {
     nb::gil_scoped_acquire gil;
-    NB_OVERRIDE_PURE(plan, call);
+    try {
+      return python_plan(call);
+    } catch (const nb::cast_error&) {
+      throw Error("policy " + name() + ": plan() must return a moddit.Plan");
+    }
   }
+  Plan python_plan(const CallInfo& call) { NB_OVERRIDE_PURE_NAME("plan", plan, call); }
   void observe_map(const CallInfo& call, const Plan& plan, nb::object counts) override {
     NB_OVERRIDE_NAME("observe", observe_map, call, plan, counts);
   }

@@ -161,7 +161,9 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
     map_host_.resize(map_count);
     backend_->copy_to_host(map_host_.data(), map_dev.get(), map_count * sizeof(int32_t));
   }
-  backend_->synchronize();
+  // A GPU backend runs asynchronously: wait only when the host needs the map (or
+  // when asked to, for per-call timings), never per layer by default.
+  if (plan.record_map || options_.synchronize_calls) backend_->synchronize();
   const double t_run = now_seconds();
 
   policy_->observe(info, plan, plan.record_map ? map_host_.data() : nullptr);

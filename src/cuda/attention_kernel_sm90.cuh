@@ -147,17 +147,8 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(co
       cp_async_wait<0>();
       fence_proxy_async();  // cp.async writes -> wgmma (async proxy) reads
       __syncthreads();
-      if constexpr (!MAP) {
-        load_rows90<D, T>(sV + buf * kKeys90 * D, Vg, p.v_stride[1], kstart, klen, tid);
-        cp_async_commit();
-      }
-      if (li + 1 < hi)
-        load_rows90<D, T>(sK + (buf ^ 1) * kKeys90 * D, Kg, p.k_stride[1], nxt.start,
-                          nxt.end - nxt.start, tid);
-      cp_async_commit();
-      cur = nxt;
-      nxt = key_block(li + 2);
-
+      // Q K^T first, then the copies of the next tiles while it runs on the tensor cores
+      // (they write the other buffers: V[buf], K[buf ^ 1]).
       float s[64];
       wgmma_fence();
 #pragma unroll
@@ -168,7 +159,17 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(co
         wgmma_ss<128, T>(s, da, db, kk > 0 ? 1 : 0);
       }
       wgmma_commit();
-      wgmma_wait<0>();
+      if constexpr (!MAP) {
+        load_rows90<D, T>(sV + buf * kKeys90 * D, Vg, p.v_stride[1], kstart, klen, tid);
+        cp_async_commit();
+      }
+      if (li + 1 < hi)
+        load_rows90<D, T>(sK + (buf ^ 1) * kKeys90 * D, Kg, p.k_stride[1], nxt.start,
+                          nxt.end - nxt.start, tid);
+      cp_async_commit();
+      cur = nxt;
+      nxt = key_block(li + 2);
+      wgmma_wait<0>();  // Q K^T (and the previous tile's P V)
 
       const bool partial =
           klen < kKeys90 || (kstart < p.key_pad_end && kstart + kKeys90 > p.key_pad_begin);

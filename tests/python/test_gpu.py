@@ -167,3 +167,40 @@ def test_every_family_on_cuda(family):
         assert torch.isfinite(out.float()).all()
         assert md.summary(model).mean_density is not None
         md.disable(model)
+
+
+def test_cupy_and_jax_inputs_on_cuda():
+    """Other DLPack producers on the GPU: CuPy (output in CuPy, on CuPy's current
+    stream) and JAX (read-only input; the output buffer comes from PyTorch)."""
+    import torch
+
+    tokens = moddit.TokenLayout(frames=2, height=16, width=16, text_tokens=20, text_valid=15,
+                                text_position="after")
+    rng = np.random.default_rng()
+    host = [rng.standard_normal((1, tokens.total_tokens, 2, 64)).astype(np.float16)
+            for _ in range(3)]
+    ref, _ = reference_attention(*[h.astype(np.float32) for h in host], tokens)
+    try:
+        import cupy
+    except ImportError:
+        cupy = None
+    if cupy is not None:
+        with cupy.cuda.Stream(non_blocking=True):
+            q, k, v = (cupy.asarray(h) for h in host)
+            out = moddit.attention(q, k, v, tokens)
+            assert isinstance(out, cupy.ndarray) and out.dtype == cupy.float16
+            got = cupy.asnumpy(out).astype(np.float32)
+        assert rel_err(got, ref) < F16_TOL
+    try:
+        import jax
+        import jax.numpy as jnp
+        gpus = jax.devices("gpu")
+    except Exception:
+        gpus = []
+    if gpus:
+        q, k, v = (jax.device_put(jnp.asarray(h), gpus[0]) for h in host)
+        out = torch.empty(host[0].shape, dtype=torch.float16, device=f"cuda:{gpus[0].id}")
+        moddit.attention(q, k, v, tokens, out=out)
+        assert rel_err(out.float().cpu().numpy(), ref) < F16_TOL
+    if cupy is None and not gpus:
+        pytest.skip("neither CuPy nor JAX with a GPU is installed")

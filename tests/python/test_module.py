@@ -321,3 +321,29 @@ def test_any_dlpack_producer():
     assert isinstance(out, np.ndarray)
     ref, _ = reference_attention(q, k, v, tokens)
     assert rel_err(out, ref) < TOL
+
+
+def test_python_policy_errors_propagate():
+    class Raising(moddit.PythonPolicy):
+        def name(self):
+            return "raising"
+
+        def plan(self, call):
+            raise KeyError("no plan for layer %d" % call.layer)
+
+    class WrongType(moddit.PythonPolicy):
+        def name(self):
+            return "wrong-type"
+
+        def plan(self, call):
+            return 42
+
+    tokens = moddit.TokenLayout(frames=2, height=4, width=8)
+    q = np.random.default_rng().standard_normal((1, 64, 2, 64)).astype(np.float32)
+    for policy, exc, text in ((Raising(), KeyError, "layer 3"),
+                              (WrongType(), moddit.Error, "must return a moddit.Plan")):
+        s = moddit.Session(tokens, policy, num_steps=1, num_layers=4, num_heads=2, head_dim=64,
+                           block_size=64)
+        s.begin_step(0)
+        with pytest.raises(exc, match=text):
+            s.attention(3, q, q, q)
