@@ -6,9 +6,12 @@
 // from registers and V read transposed from shared memory. A CTA is two
 // warpgroups of 64 query rows each (one 128-token query block) and walks the
 // row's live key blocks one whole 128-key block per tile, double-buffering K and
-// V through cp.async. Tiles use the 128-byte swizzled layout wgmma reads: each
-// 64-column half of a [rows][D] tile is a region of rows x 128 bytes whose
-// 16-byte chunks are XORed with (row % 8).
+// V through cp.async. Per tile: Q K^T is issued first and the copies of this V and
+// the next K run under it; the P V of a tile is waited for together with the next
+// tile's Q K^T; O is rescaled only when a row maximum moved. D = 64 runs two CTAs
+// per SM (128 registers), D = 128 one. Tiles use the 128-byte swizzled layout
+// wgmma reads: each 64-column half of a [rows][D] tile is a region of rows x 128
+// bytes whose 16-byte chunks are XORed with (row % 8).
 #include "cuda/attention_kernel.cuh"
 #include "cuda/wgmma.cuh"
 
