@@ -25,12 +25,15 @@ std::vector<std::string> split_list(const std::string& s) {
 
 void add_eval_options(CLI::App& cmd, EvalOptions& o) {
   cmd.add_option("--policies", o.policies,
-                 "comma list of dense, moddit, oracle, window, radial, svg; 'moddit:key=value' "
+                 "comma list of dense, moddit, oracle, window, radial, svg, sparse_vdit; 'moddit:key=value' "
                  "overrides a config key for that entry")
       ->capture_default_str();
   cmd.add_option("--density", o.density, "target video density of every sparse policy, in (0, 1]")
       ->capture_default_str();
   cmd.add_option("--config", o.config_path, "MOD-DiT config JSON (docs/CONFIG.md)");
+  cmd.add_option("--vdit-config", o.vdit_config,
+                 "Sparse-vDiT config from `moddit search` for the sparse_vdit policy (default: "
+                 "search at --density here, docs/SPARSE_VDIT.md)");
   cmd.add_option("--ridge-lambda", o.ridge_lambda,
                  "ridge lambda of the MOD-DiT fit; a comma list runs one MOD-DiT per value (a "
                  "sweep, sharing the dense reference)");
@@ -53,6 +56,7 @@ void add_eval_options(CLI::App& cmd, EvalOptions& o) {
 
 EvalSettings make_eval_settings(const EvalOptions& o) {
   EvalSettings s;
+  s.vdit_config = o.vdit_config;
   ModditConfig c = o.config_path.empty() ? ModditConfig{} : load_moddit_config(o.config_path);
   if (!std::isnan(o.eta)) c.eta = o.eta;
   if (o.top_k >= 0) c.top_k = o.top_k;

@@ -17,6 +17,7 @@ struct EvalOptions {
   std::string policies;
   double density = 0.15;
   std::string config_path;
+  std::string vdit_config;  // sparse_vdit: config from `moddit search`
   std::string ridge_lambda;  // one value, or a comma list: a MOD-DiT per value (a sweep)
   double eta = std::nan("");  // NaN: from the config
   int top_k = -1;

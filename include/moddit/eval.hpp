@@ -7,6 +7,7 @@
 // wrappers around run_evaluation() and write_report().
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,7 +19,7 @@
 namespace moddit {
 
 // One policy of a run: its kind ("dense", "moddit", "oracle", "window", "radial",
-// "svg")
+// "svg", "sparse_vdit")
 // and the label that names it in tables and reports (unique within a run, e.g.
 // "moddit[ridge_lambda=1]" in a sweep). `config` is the MOD-DiT configuration the
 // policy runs with (only "moddit" reads more than warmup_steps from it).
@@ -58,6 +59,7 @@ struct EvalSettings {
   int snapshot_layer = -1;                         // -1: last layer run
   bool keep_masks = false;  // keep every video mask in the result (tests, debugging)
   std::string source_label; // where the trajectory came from (file path or "synthetic")
+  std::string vdit_config;  // sparse_vdit: a `moddit search` config; empty = search here
   // Settings of the trajectory's source for the report (e.g. the synthetic
   // generator's: "seed" -> "42"), in order.
   std::vector<std::pair<std::string, std::string>> source_settings;
@@ -101,6 +103,9 @@ struct PolicyResult {
   double nae = -1.0;                         // moddit: mean NAE over every fit; -1 otherwise
   double oracle_recall_same_density = -1.0;  // moddit: see CallMetrics; -1 otherwise
   int sparse_calls = 0;
+  // Share of heads per head-group label over the sparse steps ("skip": heads in
+  // no group), e.g. Sparse-vDiT's modes or SVG's spatial/temporal.
+  std::map<std::string, double> head_modes;
 };
 
 // A picture's data: maps on the n x n video block grid of one (step, layer, head).

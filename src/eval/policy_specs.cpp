@@ -13,7 +13,7 @@
 namespace moddit {
 
 const std::vector<std::string>& eval_policy_kinds() {
-  static const std::vector<std::string> kinds = {"dense", "moddit", "oracle", "window", "radial", "svg"};
+  static const std::vector<std::string> kinds = {"dense", "moddit", "oracle", "window", "radial", "svg", "sparse_vdit"};
   return kinds;
 }
 

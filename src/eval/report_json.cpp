@@ -30,6 +30,7 @@ json policy_json(const PolicyResult& p) {
   j["rel_l2"] = number(p.rel_l2);
   j["ms_per_call"] = number(p.ms_per_call);
   j["sparse_calls"] = p.sparse_calls;
+  j["head_modes"] = p.head_modes;  // share of heads per group label ("skip": in no group)
   if (p.kind == "moddit") {
     j["nae"] = p.nae >= 0 ? number(p.nae) : json(nullptr);
     j["oracle_recall_same_density"] =

@@ -12,6 +12,7 @@
 #include "eval/parallel.hpp"
 #include "eval/run_summary.hpp"
 #include "eval/svg_policy.hpp"
+#include "eval/vdit_eval.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
 #include "moddit/eval.hpp"
@@ -197,12 +198,20 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
   opts.eta = static_cast<float>(cfg.eta);
 
   std::vector<PolicyRun> runs(settings.policies.size());
+  std::vector<std::string> vdit_notes;
   for (size_t i = 0; i < runs.size(); ++i) {
     PolicyRun& r = runs[i];
     r.spec = settings.policies[i];
     r.result.kind = r.spec.kind;
     r.result.label = r.spec.label;
-    auto inner = make_policy(r.spec, num_layers, H, r);
+    std::shared_ptr<Policy> inner;
+    if (r.spec.kind == "sparse_vdit") {  // searches (or loads) its config: src/eval/vdit_eval.hpp
+      vdit_notes.emplace_back();
+      inner = eval::make_vdit_eval_policy(source, r.spec.config, r.spec.config.target_density,
+                                          &vdit_notes.back(), settings.vdit_config, res.threads);
+    } else {
+      inner = make_policy(r.spec, num_layers, H, r);
+    }
     r.recorder = std::make_shared<eval::RecordingPolicy>(inner);
     if (r.spec.kind != "dense") {
       SessionOptions o = opts;
@@ -299,6 +308,8 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
           cm.seconds = rec.seconds;
           cm.overhead_seconds = rec.overhead_seconds;
           r.last_masks = eval::video_masks_of_plan(r.recorder->last_plan(), grid, B, H);
+          if (step >= res.sparse_from_step)
+            eval::add_head_modes(r.recorder->last_plan(), H, r.result.head_modes);
           out = &out_pol;
           if (r.oracle) r.oracle->set_dense_stats(nullptr);
           if (r.svg) r.svg->set_inputs(nullptr, nullptr, nullptr);
@@ -322,9 +333,13 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
   for (PolicyRun& r : runs) {
     if (r.moddit) r.result.fits = r.moddit->fits();
     eval::summarize_policy(r.result, res.sparse_from_step, res.layers, H);
+    double heads = 0;
+    for (const auto& m : r.result.head_modes) heads += m.second;
+    for (auto& m : r.result.head_modes) m.second /= heads;
     res.policies.push_back(std::move(r.result));
   }
   res.notes = eval::standard_notes(res, first_step);
+  for (const std::string& note : vdit_notes) res.notes.push_back(note);
   for (int ref_step : {cfg.warmup_steps - 2, cfg.warmup_steps - 1})
     if (has_moddit && ref_step >= 0 &&
         std::find(res.steps.begin(), res.steps.end(), ref_step) == res.steps.end())

@@ -36,6 +36,13 @@ std::string format_eval_table(const EvalResult& r) {
   }
   os << "(means over steps >= " << r.sparse_from_step << ", " << r.layers.size() << " layer(s), "
      << r.info.heads << " heads; target density " << r.settings.target_density << ")\n";
+  // Share of heads per head-group label where a policy has several (modes).
+  for (const PolicyResult& p : r.policies) {
+    if (p.head_modes.size() < 2) continue;
+    os << p.label << " heads:";
+    for (const auto& m : p.head_modes) os << " " << m.first << " " << fmt("%.1f", 100.0 * m.second) << "%";
+    os << "\n";
+  }
   for (const PolicyResult& p : r.policies) {
     if (p.kind != "moddit") continue;
     os << p.label << ": recall " << fmt("%.4f", p.recall);
