@@ -148,7 +148,8 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
 // block_size, eta, ridge_lambda, threads, wall_seconds, ...), "policies" (per
 // policy: density, recall, rel_l2, ms_per_call as means over the sparse steps;
 // for moddit also nae and oracle_recall_same_density; "per_step" lists,
-// "per_call" per-head detail, moddit "fits"), "timing", "pictures", "notes".
+// "per_call" per-head detail, moddit "fits"), "summary" (the means keyed by
+// policy label), "timing", "pictures", "notes".
 std::string eval_report_json(const EvalResult& result);
 
 // Writes report.json and the PNG pictures into `dir` (created if missing), every

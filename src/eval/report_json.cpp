@@ -152,6 +152,15 @@ std::string report_json_text(const EvalResult& r, const std::vector<PictureInfo>
     pol.push_back(pj);
   }
   j["policies"] = pol;
+  // The same means keyed by label, for readers that look a policy up by name.
+  json summary = json::object();
+  for (const json& pj : pol) {
+    json m = json::object();
+    for (const char* key : {"density", "recall", "rel_l2", "nae"})
+      if (pj.contains(key)) m[key] = pj[key];
+    summary[pj["label"].get<std::string>()] = m;
+  }
+  j["summary"] = summary;
   json timing;
   timing["wall_seconds"] = r.wall_seconds;
   timing["reference_seconds"] = r.reference_seconds;

@@ -69,6 +69,12 @@ TEST(EvalReport, JsonHasRequiredKeysAndMatchesResult) {
       EXPECT_TRUE(p["per_step"].contains("nae"));
       EXPECT_TRUE(p.contains("fits"));
     }
+    // The summary repeats the means, keyed by label.
+    const auto& m = j["summary"][pr.label];
+    EXPECT_DOUBLE_EQ(m["recall"].get<double>(), pr.recall);
+    EXPECT_DOUBLE_EQ(m["rel_l2"].get<double>(), pr.rel_l2);
+    EXPECT_DOUBLE_EQ(m["density"].get<double>(), pr.density);
+    EXPECT_EQ(m.contains("nae"), pr.kind == "moddit");
   }
   bool compound_note = false;
   for (const auto& n : j["notes"]) compound_note |= n.get<std::string>().find("compound") != std::string::npos;
