@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_overhead.hpp"
 #include "commands.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/block_layout.hpp"
@@ -130,6 +131,9 @@ struct Options {
   std::string dtype = "bf16";
   bool map = true;
   std::string json;
+  bool overhead = true;       // the MOD-DiT overhead table and state line
+  bool overhead_only = false; // skip the kernel sweep
+  OverheadOptions overhead_opts;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -155,9 +159,15 @@ double median_ms(Backend& be, const AttentionCall& call, int iters) {
 }
 
 void run_bench(const Options& o) {
-  MODDIT_CHECK(cuda_available(), "bench: needs the CUDA backend and a GPU (", 
+  const bool gpu = cuda_available();
+  MODDIT_CHECK(gpu || o.overhead, "bench: the kernel sweep needs the CUDA backend and a GPU (",
                "moddit was built without CUDA or no device is present)");
-  auto be = make_cuda_backend(0);
+  std::shared_ptr<Backend> be = gpu ? make_cuda_backend(0) : nullptr;
+  if (!gpu || o.overhead_only) {
+    if (!gpu) std::printf("kernel sweep skipped: no CUDA device (or built without CUDA)\n");
+    print_moddit_overhead(o.overhead_opts, be.get());
+    return;
+  }
   const DType dt = dtype_from_string(o.dtype);
   MODDIT_CHECK(dt == DType::BF16 || dt == DType::F16, "bench: --dtype must be bf16 or f16");
   std::printf("device: %s\n", be->name().c_str());
@@ -238,6 +248,7 @@ void run_bench(const Options& o) {
     }
   }
   js << "\n]\n";
+  if (o.overhead) print_moddit_overhead(o.overhead_opts, be.get());
   if (!o.json.empty()) {
     const std::string tmp = o.json + ".tmp";
     {
@@ -255,7 +266,9 @@ void setup(CLI::App& app) {
       "bench",
       "Effective TFLOP/s of the CUDA dense and block-sparse attention at video-DiT shapes "
       "(wan: H=40 N=32760 D=128, hunyuan: H=24 N=75600 D=128, cog: H=48 N=35328 D=64; B=1) "
-      "and densities, on random and MOD-DiT-shaped layouts, with the exact-map cost.");
+      "and densities, on random and MOD-DiT-shaped layouts, with the exact-map cost; then "
+      "MOD-DiT's host work per call as a share of dense attention at wan (CFG batch 2) and "
+      "the whole model's MOD-DiT state. Without a GPU: the host work and state only.");
   cmd->add_option("--shapes", o->shapes, "comma list of wan, hunyuan, cog")->capture_default_str();
   cmd->add_option("--densities", o->densities, "comma list of video densities (1 = dense)")
       ->capture_default_str();
@@ -265,7 +278,18 @@ void setup(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "bf16 or f16")->capture_default_str();
   cmd->add_flag("!--no-map", o->map, "skip the runs with the exact sparsity map");
   cmd->add_option("--json", o->json, "also write the results to this JSON file");
-  cmd->callback([o] { run_bench(*o); });
+  cmd->add_flag("!--no-overhead", o->overhead,
+                "skip the MOD-DiT overhead table (plan + observe vs dense attention at wan, "
+                "CFG batch 2) and the whole-model state line");
+  cmd->add_flag("--overhead-only", o->overhead_only,
+                "only the MOD-DiT overhead table and state line (no kernel sweep)");
+  cmd->add_option("--overhead-layers", o->overhead_opts.layers,
+                  "layers of the whole-model state (Wan2.1-14B: 40)")
+      ->capture_default_str();
+  cmd->callback([o] {
+    o->overhead_opts.iters = o->iters;
+    run_bench(*o);
+  });
 }
 
 }  // namespace

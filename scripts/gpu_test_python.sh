@@ -8,7 +8,8 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 -d .whl \
-#     diffusers==0.42.1 importlib_metadata
+#     diffusers==0.42.1 importlib_metadata==8.7.0
+# (importlib_metadata 10.x needs lazy-importer, which the machine lacks; zipp is there.)
 # and name `.whl` and `.carry` in the run's carry list.
 # Usage: scripts/gpu_test_python.sh ; E2E=1 (and E2E_ARGS="--layers 40") for timing.
 set -uo pipefail
@@ -27,12 +28,16 @@ if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 
+# The module is a shared object: the carried libz.a is not position-independent,
+# so link the machine's own libz.so.1 (libpng16.so needs it at run time anyway).
+ZLIB=$(ldconfig -p 2>/dev/null | awk '/libz\.so\.1 .*x86-64/ {print $NF; exit}')
+[ -n "$ZLIB" ] || ZLIB=$LIB/libz.a
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODDIT_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="${ARCHS:-90a}" \
   -DCMAKE_PREFIX_PATH="$CARRY" \
   -DCMAKE_CXX_FLAGS="-I$CARRY/include/eigen3" \
   -DPNG_LIBRARY="$LIB/libpng16.so" -DPNG_PNG_INCLUDE_DIR="$CARRY/include" \
-  -DZLIB_LIBRARY="$LIB/libz.a" -DZLIB_INCLUDE_DIR="$CARRY/include" \
+  -DZLIB_LIBRARY="$ZLIB" -DZLIB_INCLUDE_DIR="$CARRY/include" \
   -DMODDIT_BUILD_PYTHON=ON -DMODDIT_BUILD_TESTS=OFF -DMODDIT_BUILD_CLI=OFF \
   -DPython_EXECUTABLE="$(command -v "$PY")" >"$LOG/py_configure.log" 2>&1 \
   || { tail -40 "$LOG/py_configure.log"; exit 1; }

@@ -2,6 +2,12 @@
 // the block grid, head subsets and layouts (cached by content, since a pipeline
 // reuses them call after call), builds the longest-first schedule and launches
 // the forward kernel and, when asked, the map pass.
+//
+// Everything is queued on the caller's stream (set_stream): launches, memsets,
+// uploads, copies back, and allocations and frees too (a stream-ordered pool), so
+// that a call never waits for the device unless the host needs a result (the map,
+// copy_to_host, synchronize), and a freed or evicted buffer is reused only after
+// the kernels queued before its free have finished.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,10 +30,88 @@ void check(cudaError_t e, const char* what) {
   MODDIT_CHECK(e == cudaSuccess, "cuda: ", what, ": ", cudaGetErrorString(e));
 }
 
-std::shared_ptr<void> device_alloc(size_t bytes) {
-  void* p = nullptr;
-  check(cudaMalloc(&p, std::max<size_t>(bytes, 16)), "cudaMalloc");
-  return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+// Sets the backend's device for the scope of an entry point and restores the
+// caller's (a framework keeps its own current device).
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
+    else previous_ = -1;
+  }
+  ~DeviceScope() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+// Device memory ordered on the backend's current stream, from a pool of its own.
+// Frees of buffers that outlive the backend (allocate() results) wait for the
+// device instead, since the stream may be gone by then.
+class StreamMemory {
+ public:
+  explicit StreamMemory(int device) : device_(device) {
+    int pools = 0;
+    check(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device),
+          "cudaDeviceGetAttribute");
+    if (pools) {
+      cudaMemPoolProps props{};
+      props.allocType = cudaMemAllocationTypePinned;
+      props.location.type = cudaMemLocationTypeDevice;
+      props.location.id = device;
+      check(cudaMemPoolCreate(&pool_, &props), "cudaMemPoolCreate");
+      // Keep up to 256 MiB cached across synchronisations: the map buffer of a
+      // record call is allocated and freed once per call.
+      uint64_t keep = uint64_t(256) << 20;
+      check(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep),
+            "cudaMemPoolSetAttribute");
+    }
+  }
+  ~StreamMemory() {
+    if (pool_) cudaMemPoolDestroy(pool_);  // deferred by CUDA until every block is freed
+  }
+  cudaStream_t stream = nullptr;
+  bool alive = true;  // false once the backend is gone
+
+  void* allocate(size_t bytes) {
+    void* p = nullptr;
+    bytes = std::max<size_t>(bytes, 16);
+    if (pool_) check(cudaMallocFromPoolAsync(&p, bytes, pool_, stream), "cudaMallocFromPoolAsync");
+    else check(cudaMalloc(&p, bytes), "cudaMalloc");
+    return p;
+  }
+  // Never throws (runs in deleters).
+  void free(void* p) {
+    if (!p) return;
+    int previous = -1;
+    if (cudaGetDevice(&previous) == cudaSuccess && previous != device_) cudaSetDevice(device_);
+    else previous = -1;
+    if (!pool_) {
+      cudaFree(p);
+    } else if (alive) {
+      cudaFreeAsync(p, stream);
+    } else {
+      // The backend (and maybe its last stream) is gone: wait for all work, then
+      // return the block to the pool, which lives until its last block is back.
+      cudaDeviceSynchronize();
+      cudaFreeAsync(p, nullptr);
+    }
+    if (previous >= 0) cudaSetDevice(previous);
+    cudaGetLastError();  // a failed free at process exit must not poison the next call
+  }
+
+ private:
+  int device_;
+  cudaMemPool_t pool_ = nullptr;
+};
+
+std::shared_ptr<void> device_alloc(const std::shared_ptr<StreamMemory>& mem, size_t bytes) {
+  void* p = mem->allocate(bytes);
+  return std::shared_ptr<void>(p, [mem](void* q) { mem->free(q); });
 }
 
 // A device copy of a host int vector, kept while its content is unchanged.
@@ -45,7 +129,7 @@ bool same(const std::vector<int32_t>& a, const int32_t* b, size_t n) {
 class IntCache {
  public:
   explicit IntCache(size_t capacity) : capacity_(capacity) {}
-  const DeviceInts& get(const int32_t* data, size_t n) {
+  const DeviceInts& get(const int32_t* data, size_t n, const std::shared_ptr<StreamMemory>& mem) {
     for (auto it = entries_.begin(); it != entries_.end(); ++it)
       if (same(it->host, data, n)) {
         entries_.splice(entries_.begin(), entries_, it);
@@ -53,13 +137,19 @@ class IntCache {
       }
     DeviceInts d;
     d.host.assign(data, data + n);
-    d.dev = device_alloc(n * sizeof(int32_t));
-    if (n) check(cudaMemcpy(d.dev.get(), data, n * sizeof(int32_t), cudaMemcpyHostToDevice),
-                 "upload");
+    d.dev = device_alloc(mem, n * sizeof(int32_t));
     entries_.push_front(std::move(d));
-    if (entries_.size() > capacity_) entries_.pop_back();
+    // From the entry's own host copy, which lives as long as the device copy.
+    const DeviceInts& e = entries_.front();
+    const cudaError_t err = n ? cudaMemcpyAsync(e.dev.get(), e.host.data(), n * sizeof(int32_t),
+                                                cudaMemcpyHostToDevice, mem->stream)
+                              : cudaSuccess;
+    if (err != cudaSuccess) entries_.pop_front();  // never leave an entry without its data
+    check(err, "upload");
+    if (entries_.size() > capacity_) entries_.pop_back();  // freed in stream order
     return entries_.front();
   }
+  void clear() { entries_.clear(); }
 
  private:
   size_t capacity_;
@@ -118,19 +208,51 @@ class CudaBackend final : public Backend {
     check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
     MODDIT_CHECK(device >= 0 && device < count, "cuda: device ", device, " not present (",
                  count, " devices)");
-    check(cudaSetDevice(device), "cudaSetDevice");
+    DeviceScope scope(device);
     check(cudaGetDeviceProperties(&props_, device), "cudaGetDeviceProperties");
     MODDIT_CHECK(props_.major >= 8, "cuda: device ", props_.name, " is sm_", props_.major,
                  props_.minor, "; the attention kernels need sm80 or newer");
-    counter_ = device_alloc(2 * sizeof(int));
+    mem_ = std::make_shared<StreamMemory>(device);
+    check(cudaEventCreateWithFlags(&switch_event_, cudaEventDisableTiming), "cudaEventCreate");
+    counter_ = device_alloc(mem_, 2 * sizeof(int));
   }
+  ~CudaBackend() override {
+    // Free the caches on the current stream while the backend still knows it;
+    // allocate() results that outlive the backend are freed synchronously.
+    int previous = -1;
+    if (cudaGetDevice(&previous) == cudaSuccess && previous != device_) cudaSetDevice(device_);
+    else previous = -1;
+    layout_cache_.clear();
+    starts_.clear();
+    heads_.clear();
+    counter_.reset();
+    lse_scratch_.reset();
+    mem_->alive = false;
+    cudaEventDestroy(switch_event_);
+    if (previous >= 0) cudaSetDevice(previous);
+    cudaGetLastError();
+  }
+
+  // A new stream first waits for the work queued on the old one: the work
+  // counter, the LSE scratch and cached buffers are shared between calls, and
+  // buffers freed later are freed on the new stream only.
+  void set_stream(void* stream) override {
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (s == stream_) return;
+    DeviceScope scope(device_);
+    check(cudaEventRecord(switch_event_, stream_), "cudaEventRecord (stream switch)");
+    check(cudaStreamWaitEvent(s, switch_event_, 0), "cudaStreamWaitEvent (stream switch)");
+    stream_ = s;
+    mem_->stream = s;
+  }
+  void* stream() const override { return stream_; }
 
   std::string name() const override { return std::string("cuda:") + props_.name; }
   Device device() const override { return Device::CUDA; }
   int64_t launches() const override { return launches_; }
 
   void attention(const AttentionCall& call) override {
-    check(cudaSetDevice(device_), "cudaSetDevice");
+    DeviceScope scope(device_);
     MODDIT_CHECK(props_.major >= 8, "cuda: the attention kernels need sm80 or newer");
     check_view(call.q, "q");
     check_view(call.k, "k");
@@ -150,8 +272,8 @@ class CudaBackend final : public Backend {
     MODDIT_CHECK(int64_t(p.batch) * p.num_heads * p.seq_len < (int64_t(1) << 40),
                  "attention: tensors too large");
 
-    p.block_starts = starts_.get(grid.starts.data(), grid.starts.size()).ptr();
-    if (call.heads) p.heads = heads_.get(call.heads->data(), call.heads->size()).ptr();
+    p.block_starts = starts_.get(grid.starts.data(), grid.starts.size(), mem_).ptr();
+    if (call.heads) p.heads = heads_.get(call.heads->data(), call.heads->size(), mem_).ptr();
     cuda::Schedule s;
     s.counter = static_cast<int*>(counter_.get());
     s.num_items = p.batch * p.num_sel_heads * p.num_blocks;
@@ -174,17 +296,31 @@ class CudaBackend final : public Backend {
     }
   }
 
+  // Stream-ordered: usable by work queued on the current stream; freed on the
+  // stream current at the time of the free.
   std::shared_ptr<void> allocate(size_t bytes) override {
-    check(cudaSetDevice(device_), "cudaSetDevice");
-    return device_alloc(bytes);
+    DeviceScope scope(device_);
+    return device_alloc(mem_, bytes);
   }
+  // Queued on the stream, then waits for that stream only: the host reads dst.
   void copy_to_host(void* dst, const void* src, size_t bytes) override {
-    check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "copy to host");
+    DeviceScope scope(device_);
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy to host");
+    check(cudaStreamSynchronize(stream_), "copy to host");
   }
+  // Queued on the stream. A pageable source is staged before the call returns;
+  // a pinned one is read by the DMA later, so then the call waits for the
+  // stream, as the caller may reuse src at once.
   void copy_from_host(void* dst, const void* src, size_t bytes) override {
-    check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "copy from host");
+    DeviceScope scope(device_);
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "copy from host");
+    cudaPointerAttributes at{};
+    if (cudaPointerGetAttributes(&at, src) != cudaSuccess) cudaGetLastError();
+    else if (at.type == cudaMemoryTypeHost)
+      check(cudaStreamSynchronize(stream_), "copy from host");
   }
   void fill_i32(int32_t* dst, int32_t value, size_t count) override {
+    DeviceScope scope(device_);
     MODDIT_CHECK(dst == nullptr || count == 0 || is_device_pointer(dst, device_),
                  "fill_i32: destination is not device memory of cuda:", device_);
     if (value == 0 || value == -1)
@@ -194,6 +330,7 @@ class CudaBackend final : public Backend {
   }
   void zero_heads(const TensorView& out, const std::vector<int32_t>& heads) override {
     if (heads.empty()) return;
+    DeviceScope scope(device_);
     validate_view(out, "out");
     MODDIT_CHECK(out.device == Device::CUDA && is_device_pointer(out.data, device_),
                  "zero_heads: out is not device memory of cuda:", device_);
@@ -202,11 +339,14 @@ class CudaBackend final : public Backend {
                    " out of range [0, ", out.heads(), ")");
     const int64_t stride[3] = {out.stride[kB], out.stride[kN], out.stride[kH]};
     cuda::launch_zero_heads(out.data, stride, int(out.batch()), int(out.seq_len()),
-                            int(out.head_dim()), heads_.get(heads.data(), heads.size()).ptr(),
+                            int(out.head_dim()), heads_.get(heads.data(), heads.size(), mem_).ptr(),
                             int(heads.size()), int(dtype_size(out.dtype)), stream_);
     ++launches_;
   }
-  void synchronize() override { check(cudaStreamSynchronize(stream_), "synchronize"); }
+  void synchronize() override {
+    DeviceScope scope(device_);
+    check(cudaStreamSynchronize(stream_), "synchronize");
+  }
 
  private:
   void check_view(const TensorView& t, const char* what) const {
@@ -230,7 +370,7 @@ class CudaBackend final : public Backend {
   // (a pipeline reuses a layout for many calls). A hit costs one memcmp of the
   // host arrays; a miss validates, sorts and uploads.
   struct LayoutEntry {
-    std::vector<int32_t> row_ptr_h, col_idx_h, starts_h;
+    std::vector<int32_t> row_ptr_h, col_idx_h, starts_h, order_h;
     int batch = 0, heads = 0, blocks = 0;
     std::shared_ptr<void> row_ptr, col_idx, order;
   };
@@ -257,23 +397,34 @@ class CudaBackend final : public Backend {
     e.batch = l.batch;
     e.heads = l.heads;
     e.blocks = l.num_q_blocks;
-    auto up = [](const std::vector<int32_t>& v) {
-      auto d = device_alloc(v.size() * sizeof(int32_t));
+    e.order_h = longest_first(l, grid, grouped_order_);
+    layout_cache_.push_front(std::move(e));
+    // Uploaded from the entry's own host arrays (alive as long as the entry), in
+    // stream order: an evicted entry's buffers are freed after the kernels that
+    // read them, and the new copies land before the kernel that reads them.
+    LayoutEntry& f = layout_cache_.front();
+    auto up = [this](const std::vector<int32_t>& v) {
+      auto d = device_alloc(mem_, v.size() * sizeof(int32_t));
       if (!v.empty())
-        check(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice),
+        check(cudaMemcpyAsync(d.get(), v.data(), v.size() * sizeof(int32_t),
+                              cudaMemcpyHostToDevice, stream_),
               "upload layout");
       return d;
     };
-    e.row_ptr = up(l.row_ptr);
-    e.col_idx = up(l.col_idx);
-    e.order = up(longest_first(l, grid, grouped_order_));
-    layout_cache_.push_front(std::move(e));
+    try {
+      f.row_ptr = up(f.row_ptr_h);
+      f.col_idx = up(f.col_idx_h);
+      f.order = up(f.order_h);
+    } catch (...) {
+      layout_cache_.pop_front();  // never leave an entry without its device copies
+      throw;
+    }
     if (layout_cache_.size() > 8) layout_cache_.pop_back();
     return layout_cache_.front();
   }
   float* scratch_lse(size_t n) {
     if (lse_scratch_bytes_ < n * sizeof(float)) {
-      lse_scratch_ = device_alloc(n * sizeof(float));
+      lse_scratch_ = device_alloc(mem_, n * sizeof(float));  // the old one freed in stream order
       lse_scratch_bytes_ = n * sizeof(float);
     }
     return static_cast<float*>(lse_scratch_.get());
@@ -281,7 +432,9 @@ class CudaBackend final : public Backend {
 
   int device_;
   cudaDeviceProp props_{};
-  cudaStream_t stream_ = nullptr;  // the legacy default stream: ordered with frameworks' default
+  cudaStream_t stream_ = nullptr;  // the legacy default stream until set_stream
+  std::shared_ptr<StreamMemory> mem_;  // first: the caches below free into it
+  cudaEvent_t switch_event_ = nullptr;
   IntCache starts_, heads_;
   std::list<LayoutEntry> layout_cache_;
   std::shared_ptr<void> counter_;

@@ -1,0 +1,116 @@
+// A Session with the MOD-DiT policy on the CUDA backend through warm-up, records,
+// sparse steps and a masked refresh (the C++ twin of tests/python/test_gpu.py's
+// session test): the kinds follow the schedule, the policy's state stays
+// consistent with the GPU's maps, and the last sparse step equals the CPU
+// reference run with the policy's own latest masks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "gpu_test_util.hpp"
+#include "moddit/moddit_policy.hpp"
+#include "moddit/session.hpp"
+#include "moddit/trajectory.hpp"
+
+namespace moddit::gputest {
+namespace {
+
+double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+TEST(CudaSession, ModditScheduleWithRefreshFollowsItsMasks) {
+  MODDIT_REQUIRE_GPU();
+  SyntheticSpec spec;
+  spec.frames = 4;
+  spec.height = 16;
+  spec.width = 32;  // N = 2048: 16 blocks of 128
+  spec.num_steps = 8;
+  spec.layers = 1;
+  spec.heads = 4;
+  spec.head_dim = 128;
+  spec.seed = std::random_device{}();
+  auto src = make_synthetic(spec);
+  const TokenLayout tokens = src->info().tokens;
+  const int64_t N = tokens.total_tokens();
+  const int H = spec.heads, D = spec.head_dim;
+  const size_t numel = size_t(N) * H * D;
+
+  auto gpu = make_cuda_backend(0);
+  ModditConfig cfg;
+  cfg.warmup_steps = 3;  // records at 1, 2; sparse 3-5; refresh 6; sparse 7
+  cfg.interval = 3;
+  cfg.target_density = 0.3;
+  auto policy = std::make_shared<ModditPolicy>(cfg, 1, H);
+  SessionOptions opt;
+  opt.num_steps = 8;
+  opt.num_heads = H;
+  opt.head_dim = D;
+  Session session(tokens, opt, gpu, policy);
+
+  auto dq = gpu->allocate(numel * 2), dk = gpu->allocate(numel * 2), dv = gpu->allocate(numel * 2),
+       dout = gpu->allocate(numel * 2);
+  auto view = [&](const std::shared_ptr<void>& p) {
+    return make_view(p.get(), DType::BF16, Layout::NHD, 1, N, H, D, Device::CUDA);
+  };
+  HostTensor q, k, v;
+  std::vector<std::vector<float>> last(3);
+  for (int step = 0; step < 8; ++step) {
+    session.begin_step(step);
+    src->load(step, 0, q, k, v);
+    int t = 0;
+    for (HostTensor* x : {&q, &k, &v}) {
+      const HostTensor b = x->to(DType::BF16);
+      gpu->copy_from_host((t == 0 ? dq : t == 1 ? dk : dv).get(), b.bytes.data(), numel * 2);
+      const HostTensor f = b.to(DType::F32);  // the values the GPU sees, for the reference
+      last[t++].assign(f.f32(), f.f32() + numel);
+    }
+    session.attention(0, view(dq), view(dk), view(dv), view(dout));
+  }
+  gpu->synchronize();
+  const auto& hist = session.history();
+  ASSERT_EQ(hist.size(), 8u);
+  EXPECT_EQ(hist[0].kind, CallKind::Dense);
+  EXPECT_EQ(hist[1].kind, CallKind::Record);
+  EXPECT_EQ(hist[2].kind, CallKind::Record);
+  EXPECT_EQ(hist[3].kind, CallKind::Sparse);
+  EXPECT_EQ(hist[6].kind, CallKind::Refresh);
+  EXPECT_EQ(hist[7].kind, CallKind::Sparse);
+  EXPECT_LT(hist[7].density, 0.6);
+  EXPECT_GT(policy->state_bytes(), 0);
+
+  // The last step against the CPU reference with the policy's latest masks.
+  const BlockGrid grid = make_block_grid(tokens, 128);
+  const int n = grid.num_video_blocks;
+  BlockMask mask(1, H, grid.num_blocks(), grid.num_blocks(), false);
+  for (int h = 0; h < H; ++h) {
+    const std::vector<uint8_t> vm = policy->video_mask(0, 0, h);
+    ASSERT_EQ(vm.size(), size_t(n) * n);
+    place_video_mask(vm.data(), grid, mask, 0, h);
+  }
+  const BlockLayout layout = to_layout(mask);
+  auto cpu = make_cpu_backend(0);
+  std::vector<float> ref(numel);
+  AttentionCall c;
+  c.q = make_view(last[0].data(), DType::F32, Layout::NHD, 1, N, H, D, Device::CPU);
+  c.k = make_view(last[1].data(), DType::F32, Layout::NHD, 1, N, H, D, Device::CPU);
+  c.v = make_view(last[2].data(), DType::F32, Layout::NHD, 1, N, H, D, Device::CPU);
+  c.out = make_view(ref.data(), DType::F32, Layout::NHD, 1, N, H, D, Device::CPU);
+  c.tokens = &tokens;
+  c.layout = &layout;
+  cpu->attention(c);
+  std::vector<uint16_t> bits(numel);
+  gpu->copy_to_host(bits.data(), dout.get(), numel * 2);
+  std::vector<float> got(numel);
+  for (size_t i = 0; i < numel; ++i) got[i] = bf16_to_f32(bits[i]);
+  EXPECT_LT(rel_l2(got, ref), 2e-2);
+}
+
+}  // namespace
+}  // namespace moddit::gputest
