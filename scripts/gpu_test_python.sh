@@ -32,7 +32,13 @@ fi
 # so link the machine's own libz.so.1 (libpng16.so needs it at run time anyway).
 ZLIB=$(ldconfig -p 2>/dev/null | awk '/libz\.so\.1 .*x86-64/ {print $NF; exit}')
 [ -n "$ZLIB" ] || ZLIB=$LIB/libz.a
-cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODDIT_CUDA=ON \
+# Link the shared libstdc++ explicitly. On the GPU image the toolchain links
+# libstdc++ statically into the module (no libstdc++.so dev link), and a second,
+# static libstdc++ next to the shared one PyTorch loads crashes at the first
+# formatted number once torch is imported first (locale facets of two runtimes;
+# found 2026-11-23 with cuda-gdb: SIGSEGV in std::ostream::operator<<).
+STDCXX=$(ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}')
+cmake -S "$ROOT" -B "$BUILD" -G Ninja ${STDCXX:+-DCMAKE_MODULE_LINKER_FLAGS="-Wl,--no-as-needed $STDCXX"} -DCMAKE_BUILD_TYPE=Release -DMODDIT_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="${ARCHS:-90a}" \
   -DCMAKE_PREFIX_PATH="$CARRY" \
   -DCMAKE_CXX_FLAGS="-I$CARRY/include/eigen3" \

@@ -213,8 +213,9 @@ class CudaBackend final : public Backend {
     MODDIT_CHECK(props_.major >= 8, "cuda: device ", props_.name, " is sm_", props_.major,
                  props_.minor, "; the attention kernels need sm80 or newer");
     mem_ = std::make_shared<StreamMemory>(device);
-    check(cudaEventCreateWithFlags(&switch_event_, cudaEventDisableTiming), "cudaEventCreate");
+    check(cudaEventCreateWithFlags(&last_work_, cudaEventDisableTiming), "cudaEventCreate");
     counter_ = device_alloc(mem_, 2 * sizeof(int));
+    mark_work();
   }
   ~CudaBackend() override {
     // Free the caches on the current stream while the backend still knows it;
@@ -228,20 +229,21 @@ class CudaBackend final : public Backend {
     counter_.reset();
     lse_scratch_.reset();
     mem_->alive = false;
-    cudaEventDestroy(switch_event_);
+    cudaEventDestroy(last_work_);
     if (previous >= 0) cudaSetDevice(previous);
     cudaGetLastError();
   }
 
-  // A new stream first waits for the work queued on the old one: the work
-  // counter, the LSE scratch and cached buffers are shared between calls, and
-  // buffers freed later are freed on the new stream only.
+  // A new stream first waits for the work this backend queued on the old one
+  // (the work counter, the LSE scratch and cached buffers are shared between
+  // calls; buffers freed later are freed on the new stream only). It waits on the
+  // event recorded after that work and never touches the old stream again: the
+  // caller may have destroyed it by now (a CuPy `with Stream():` block does).
   void set_stream(void* stream) override {
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     if (s == stream_) return;
     DeviceScope scope(device_);
-    check(cudaEventRecord(switch_event_, stream_), "cudaEventRecord (stream switch)");
-    check(cudaStreamWaitEvent(s, switch_event_, 0), "cudaStreamWaitEvent (stream switch)");
+    check(cudaStreamWaitEvent(s, last_work_, 0), "cudaStreamWaitEvent (stream switch)");
     stream_ = s;
     mem_->stream = s;
   }
@@ -294,13 +296,16 @@ class CudaBackend final : public Backend {
       cuda::launch_map(p, lse_out, s, props_.multiProcessorCount, stream_);
       ++launches_;
     }
+    mark_work();
   }
 
   // Stream-ordered: usable by work queued on the current stream; freed on the
   // stream current at the time of the free.
   std::shared_ptr<void> allocate(size_t bytes) override {
     DeviceScope scope(device_);
-    return device_alloc(mem_, bytes);
+    auto p = device_alloc(mem_, bytes);
+    mark_work();
+    return p;
   }
   // Queued on the stream, then waits for that stream only: the host reads dst.
   void copy_to_host(void* dst, const void* src, size_t bytes) override {
@@ -314,6 +319,7 @@ class CudaBackend final : public Backend {
   void copy_from_host(void* dst, const void* src, size_t bytes) override {
     DeviceScope scope(device_);
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "copy from host");
+    mark_work();
     cudaPointerAttributes at{};
     if (cudaPointerGetAttributes(&at, src) != cudaSuccess) cudaGetLastError();
     else if (at.type == cudaMemoryTypeHost)
@@ -327,6 +333,7 @@ class CudaBackend final : public Backend {
       check(cudaMemsetAsync(dst, value == 0 ? 0 : 0xff, count * sizeof(int32_t), stream_), "memset");
     else
       cuda::launch_fill_i32(dst, value, count, stream_);
+    mark_work();
   }
   void zero_heads(const TensorView& out, const std::vector<int32_t>& heads) override {
     if (heads.empty()) return;
@@ -342,6 +349,7 @@ class CudaBackend final : public Backend {
                             int(out.head_dim()), heads_.get(heads.data(), heads.size(), mem_).ptr(),
                             int(heads.size()), int(dtype_size(out.dtype)), stream_);
     ++launches_;
+    mark_work();
   }
   void synchronize() override {
     DeviceScope scope(device_);
@@ -349,6 +357,8 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // Records that work was queued on stream_, for the next stream switch.
+  void mark_work() { check(cudaEventRecord(last_work_, stream_), "cudaEventRecord"); }
   void check_view(const TensorView& t, const char* what) const {
     validate_view(t, what);
     MODDIT_CHECK(t.device == Device::CUDA && t.device_index == device_, what,
@@ -434,7 +444,7 @@ class CudaBackend final : public Backend {
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;  // the legacy default stream until set_stream
   std::shared_ptr<StreamMemory> mem_;  // first: the caches below free into it
-  cudaEvent_t switch_event_ = nullptr;
+  cudaEvent_t last_work_ = nullptr;
   IntCache starts_, heads_;
   std::list<LayoutEntry> layout_cache_;
   std::shared_ptr<void> counter_;
