@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "cuda/ptx.cuh"
+#include "cuda/work_item.cuh"
 #include "moddit/attention_params.hpp"
 #include "moddit/mask_policy.hpp"
 
@@ -98,7 +99,6 @@ __global__ void __launch_bounds__(256, 2) attention_kernel(const KernelArgs a) {
   const int g = lane >> 2, tq = lane & 3;
   const int q_rows = (nthreads >> 5) * 16;
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
-  const int nb = p.num_blocks;
   const int fvb = p.first_video_block, nvb = p.num_video_blocks;
 
   for (;;) {
@@ -108,36 +108,11 @@ __global__ void __launch_bounds__(256, 2) attention_kernel(const KernelArgs a) {
     const int item = s_item;
     if (item >= a.num_items) break;
     const int row = a.order ? a.order[item] : item;
-    const int qb = row % nb;
-    const int bs = row / nb;
-    const int sel = bs % p.num_sel_heads;
-    const int b = bs / p.num_sel_heads;
-    const int h = p.heads ? p.heads[sel] : sel;
-    if (MAP && (qb < fvb || qb >= fvb + nvb)) continue;
-
-    const int q0 = p.block_starts[qb];
-    const int qlen = p.block_starts[qb + 1] - q0;
-    const int32_t* live = nullptr;
-    int lo = 0, hi = nb;
-    if (p.layout_row_ptr) {
-      const int beg = p.layout_row_ptr[row];
-      live = p.layout_col_idx + beg;
-      hi = p.layout_row_ptr[row + 1] - beg;
-    }
-    if (MAP) {
-      // Live lists are ascending: the video key blocks are one contiguous range.
-      if (live) {
-        int l = 0, r = hi;
-        while (l < r) { const int m = (l + r) >> 1; if (live[m] < fvb) l = m + 1; else r = m; }
-        lo = l;
-        r = hi;
-        while (l < r) { const int m = (l + r) >> 1; if (live[m] < fvb + nvb) l = m + 1; else r = m; }
-        hi = l;
-      } else {
-        lo = fvb;
-        hi = fvb + nvb;
-      }
-    }
+    WorkItem w;
+    if (!decode_work_item<MAP>(p, row, w)) continue;
+    const int qb = w.qb, b = w.b, h = w.h, q0 = w.q0, qlen = w.qlen;
+    const int32_t* live = w.live;
+    const int lo = w.lo, hi = w.hi;
     auto block_of = [&](int i) { return live ? live[i] : i; };
 
     const T* Qg = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[2];

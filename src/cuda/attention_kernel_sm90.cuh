@@ -14,6 +14,7 @@
 // bytes whose 16-byte chunks are XORed with (row % 8).
 #include "cuda/attention_kernel.cuh"
 #include "cuda/wgmma.cuh"
+#include "cuda/work_item.cuh"
 
 namespace moddit::cuda {
 
@@ -63,7 +64,6 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(co
   const int warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
   const int g = lane >> 2, tq = lane & 3;
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
-  const int nb = p.num_blocks;
   const int fvb = p.first_video_block, nvb = p.num_video_blocks;
   const uint32_t qa = smem_addr(sQ), ka = smem_addr(sK), va = smem_addr(sV);
 
@@ -74,35 +74,11 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(co
     const int item = s_item;
     if (item >= a.num_items) break;
     const int row = a.order ? a.order[item] : item;
-    const int qb = row % nb;
-    const int bs = row / nb;
-    const int sel = bs % p.num_sel_heads;
-    const int b = bs / p.num_sel_heads;
-    const int h = p.heads ? p.heads[sel] : sel;
-    if (MAP && (qb < fvb || qb >= fvb + nvb)) continue;
-
-    const int q0 = p.block_starts[qb];
-    const int qlen = p.block_starts[qb + 1] - q0;
-    const int32_t* live = nullptr;
-    int lo = 0, hi = nb;
-    if (p.layout_row_ptr) {
-      const int beg = p.layout_row_ptr[row];
-      live = p.layout_col_idx + beg;
-      hi = p.layout_row_ptr[row + 1] - beg;
-    }
-    if (MAP) {
-      if (live) {
-        int l = 0, r = hi;
-        while (l < r) { const int m = (l + r) >> 1; if (live[m] < fvb) l = m + 1; else r = m; }
-        lo = l;
-        r = hi;
-        while (l < r) { const int m = (l + r) >> 1; if (live[m] < fvb + nvb) l = m + 1; else r = m; }
-        hi = l;
-      } else {
-        lo = fvb;
-        hi = fvb + nvb;
-      }
-    }
+    WorkItem w;
+    if (!decode_work_item<MAP>(p, row, w)) continue;
+    const int qb = w.qb, b = w.b, h = w.h, q0 = w.q0, qlen = w.qlen;
+    const int32_t* live = w.live;
+    const int lo = w.lo, hi = w.hi;
     auto block_of = [&](int i) { return live ? live[i] : i; };
 
     const T* Qg = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[2];

@@ -1,0 +1,59 @@
+#pragma once
+// One work item of the persistent schedule, shared by the portable and the Hopper
+// kernels: a layout row (batch, selected head, query block) and the range of its
+// live key blocks to visit.
+#include <cstdint>
+
+#include "moddit/attention_params.hpp"
+
+namespace moddit {
+namespace cuda {
+
+struct WorkItem {
+  int qb = 0, b = 0, h = 0;   // query block, batch item, head
+  int q0 = 0, qlen = 0;       // the query block's tokens
+  const int32_t* live = nullptr;  // the row's live key blocks; null = every block
+  int lo = 0, hi = 0;         // visit live[lo..hi) (or blocks lo..hi)
+};
+
+// Decodes layout row `row`. The map pass visits only video x video blocks: it
+// skips text query blocks (returns false) and narrows [lo, hi) to the video key
+// blocks, one contiguous range since live lists are ascending.
+template <bool MAP>
+__device__ __forceinline__ bool decode_work_item(const AttentionParams& p, int row, WorkItem& w) {
+  const int nb = p.num_blocks;
+  const int fvb = p.first_video_block, nvb = p.num_video_blocks;
+  w.qb = row % nb;
+  const int bs = row / nb;
+  const int sel = bs % p.num_sel_heads;
+  w.b = bs / p.num_sel_heads;
+  w.h = p.heads ? p.heads[sel] : sel;
+  if (MAP && (w.qb < fvb || w.qb >= fvb + nvb)) return false;
+  w.q0 = p.block_starts[w.qb];
+  w.qlen = p.block_starts[w.qb + 1] - w.q0;
+  w.live = nullptr;
+  w.lo = 0;
+  w.hi = nb;
+  if (p.layout_row_ptr) {
+    const int beg = p.layout_row_ptr[row];
+    w.live = p.layout_col_idx + beg;
+    w.hi = p.layout_row_ptr[row + 1] - beg;
+  }
+  if (MAP) {
+    if (w.live) {
+      int l = 0, r = w.hi;
+      while (l < r) { const int m = (l + r) >> 1; if (w.live[m] < fvb) l = m + 1; else r = m; }
+      w.lo = l;
+      r = w.hi;
+      while (l < r) { const int m = (l + r) >> 1; if (w.live[m] < fvb + nvb) l = m + 1; else r = m; }
+      w.hi = l;
+    } else {
+      w.lo = fvb;
+      w.hi = fvb + nvb;
+    }
+  }
+  return true;
+}
+
+}  // namespace cuda
+}  // namespace moddit
