@@ -63,6 +63,11 @@ class Backend {
 // `grid` must outlive the params. Throws moddit::Error naming the problem.
 AttentionParams prepare_params(const AttentionCall& call, const BlockGrid& grid);
 
+// Throws moddit::Error unless `layout` is valid and covers the call described by
+// `params` (batch, selected heads, blocks). prepare_params() runs it; a backend
+// that caches layouts runs it once per distinct layout instead.
+void validate_layout_for(const BlockLayout& layout, const AttentionParams& params);
+
 // The fp32 CPU reference backend (threads = 0: all hardware threads).
 std::shared_ptr<Backend> make_cpu_backend(int threads = 0);
 

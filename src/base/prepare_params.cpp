@@ -23,6 +23,15 @@ void copy_strides(const TensorView& t, int64_t* s) {
 }
 }  // namespace
 
+void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
+  l.validate();
+  MODDIT_CHECK(l.batch == p.batch && l.heads == p.num_sel_heads &&
+                   l.num_q_blocks == p.num_blocks && l.num_k_blocks == p.num_blocks,
+               "attention: block layout is [batch ", l.batch, ", heads ", l.heads, ", ",
+               l.num_q_blocks, "x", l.num_k_blocks, "], the call needs [batch ", p.batch,
+               ", heads ", p.num_sel_heads, ", ", p.num_blocks, "x", p.num_blocks, "]");
+}
+
 AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
   MODDIT_CHECK(c.tokens != nullptr, "attention: no token layout given");
   validate_view(c.q, "q");
@@ -84,12 +93,7 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
 
   if (c.layout) {
     const BlockLayout& l = *c.layout;
-    l.validate();
-    MODDIT_CHECK(l.batch == p.batch && l.heads == p.num_sel_heads &&
-                     l.num_q_blocks == p.num_blocks && l.num_k_blocks == p.num_blocks,
-                 "attention: block layout is [batch ", l.batch, ", heads ", l.heads, ", ",
-                 l.num_q_blocks, "x", l.num_k_blocks, "], the call needs [batch ", p.batch,
-                 ", heads ", p.num_sel_heads, ", ", p.num_blocks, "x", p.num_blocks, "]");
+    validate_layout_for(l, p);
     p.layout_row_ptr = l.row_ptr.data();
     p.layout_col_idx = l.col_idx.data();
   }

@@ -394,12 +394,7 @@ class CudaBackend final : public Backend {
         layout_cache_.splice(layout_cache_.begin(), layout_cache_, it);
         return layout_cache_.front();
       }
-    l.validate();
-    MODDIT_CHECK(l.batch == p.batch && l.heads == p.num_sel_heads &&
-                     l.num_q_blocks == p.num_blocks && l.num_k_blocks == p.num_blocks,
-                 "attention: block layout is [batch ", l.batch, ", heads ", l.heads, ", ",
-                 l.num_q_blocks, "x", l.num_k_blocks, "], the call needs [batch ", p.batch,
-                 ", heads ", p.num_sel_heads, ", ", p.num_blocks, "x", p.num_blocks, "]");
+    validate_layout_for(l, p);
     LayoutEntry e;
     e.row_ptr_h = l.row_ptr;
     e.col_idx_h = l.col_idx;
