@@ -52,20 +52,24 @@ eval::PictureInfo write_snapshot(const EvalSnapshot& s, const std::string& dir) 
   std::vector<HeatmapPanel> panels;
   data.push_back(s.sparsity);
   panels.push_back(fixed_range_panel(data.back(), s.n));
+  panels.back().title = "s dense";
   info.panels.push_back("sparsity map S of the dense attention (fraction of P < eta)");
   if (!s.fitted.empty()) {
     data.push_back(s.fitted);
     panels.push_back(fixed_range_panel(data.back(), s.n));
+    panels.back().title = "fit m x";
     info.panels.push_back("MOD-DiT fitted map M X (latest fit)");
   }
   if (!s.moddit_mask.empty()) {
     data.push_back(as_floats(s.moddit_mask));
     panels.push_back(mask_panel(data.back(), s.n));
+    panels.back().title = "moddit mask";
     info.panels.push_back("MOD-DiT mask at this step");
   }
   if (!s.oracle_mask.empty()) {
     data.push_back(as_floats(s.oracle_mask));
     panels.push_back(mask_panel(data.back(), s.n));
+    panels.back().title = "oracle mask";
     info.panels.push_back("oracle mask at this step");
   }
   write_heatmap_row_png(dir + "/" + info.file, panels, 6);
@@ -91,6 +95,8 @@ eval::PictureInfo write_series_plot(const EvalResult& r, const std::string& dir,
   }
   LinePlotStyle style;
   style.markers = x.size() <= 60;
+  style.title = metric + " per step (mean over layers and heads)";
+  style.x_label = "denoising step";
   write_line_plot_png(dir + "/" + info.file, x, series, style);
   return info;
 }

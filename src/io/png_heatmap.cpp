@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
+
+#include "io/bitmap_font.hpp"
 
 #include "moddit/error.hpp"
 
@@ -109,8 +112,25 @@ RgbImage tile_horizontal(const std::vector<RgbImage>& panels, int separator_px, 
 
 void write_heatmap_row_png(const std::string& path, const std::vector<HeatmapPanel>& panels,
                            int separator_px) {
+  bool titled = false;
+  for (const auto& p : panels) titled = titled || !p.title.empty();
   std::vector<RgbImage> images;
-  for (const auto& p : panels) images.push_back(render_heatmap(p.values, p.rows, p.cols, p.style));
+  for (const auto& p : panels) {
+    RgbImage map = render_heatmap(p.values, p.rows, p.cols, p.style);
+    if (!titled) {
+      images.push_back(std::move(map));
+      continue;
+    }
+    // A title strip above the panel (the text is clipped to the panel's width).
+    const int strip = kGlyphHeight + 6;
+    RgbImage framed(map.width, map.height + strip, {255, 255, 255});
+    draw_text(framed, 2, 3, p.title, {0, 0, 0});
+    for (int y = 0; y < map.height; ++y)
+      std::copy_n(&map.pixels[static_cast<size_t>(y) * map.width * 3],
+                  static_cast<size_t>(map.width) * 3,
+                  &framed.pixels[static_cast<size_t>(y + strip) * map.width * 3]);
+    images.push_back(std::move(framed));
+  }
   write_png(path, tile_horizontal(images, separator_px));
 }
 
@@ -186,11 +206,25 @@ RgbImage render_line_plot(const std::vector<float>& x, const std::vector<PlotSer
                  "line plot: invalid y range [", style.ymin, ", ", style.ymax, "]");
   }
 
+  // Tick values at the quarters: %.3g of the value (10^t on a log axis).
+  auto label = [](float v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+    return std::string(buf);
+  };
+  auto yvalue = [&](float t) { return style.log_y ? std::pow(10.f, t) : t; };
+  int ylabel_w = 0;
+  for (int q = 0; q <= 4; ++q)
+    ylabel_w = std::max(ylabel_w, text_width(label(yvalue(ylo + (yhi - ylo) * q / 4.f))));
+
   RgbImage img(style.width, style.height, {255, 255, 255});
-  // Axes box with margins; no tick labels (no text rendering), grid lines at
-  // quarters so values can be read roughly against the caller's printed range.
-  const int left = 40, right = style.width - 16, top = 16, bottom = style.height - 28;
-  const Rgb grid{225, 225, 225}, axis{0, 0, 0};
+  const int line = kGlyphHeight + 4;
+  const int left = ylabel_w + 8, right = style.width - 10;
+  const int top = style.title.empty() ? 10 : 10 + line;
+  const int bottom = style.height - 8 - line - (style.x_label.empty() ? 0 : line);
+  MODDIT_CHECK(right - left >= 32 && bottom - top >= 24, "line plot: size ", style.width, "x",
+               style.height, " leaves no room for the axes");
+  const Rgb grid{225, 225, 225}, axis{0, 0, 0}, ink{40, 40, 40};
   for (int q = 1; q < 4; ++q) {
     const int gx = left + (right - left) * q / 4, gy = top + (bottom - top) * q / 4;
     for (int y = top; y <= bottom; ++y) img.set(gx, y, grid);
@@ -198,6 +232,20 @@ RgbImage render_line_plot(const std::vector<float>& x, const std::vector<PlotSer
   }
   for (int xx = left; xx <= right; ++xx) img.set(xx, top, axis), img.set(xx, bottom, axis);
   for (int y = top; y <= bottom; ++y) img.set(left, y, axis), img.set(right, y, axis);
+  for (int q = 0; q <= 4; ++q) {
+    const std::string yl = label(yvalue(ylo + (yhi - ylo) * q / 4.f));
+    const int gy = bottom - (bottom - top) * q / 4;
+    draw_text(img, left - 4 - text_width(yl), gy - kGlyphHeight / 2, yl, ink);
+    const std::string xl = label(xlo + (xhi - xlo) * q / 4.f);
+    const int gx = left + (right - left) * q / 4;
+    const int tx = std::clamp(gx - text_width(xl) / 2, 0, style.width - text_width(xl));
+    draw_text(img, tx, bottom + 4, xl, ink);
+  }
+  if (!style.title.empty())
+    draw_text(img, std::max(0, (left + right - text_width(style.title)) / 2), 4, style.title, axis);
+  if (!style.x_label.empty())
+    draw_text(img, std::max(0, (left + right - text_width(style.x_label)) / 2), bottom + 4 + line,
+              style.x_label, ink);
 
   auto px = [&](float v) {
     return left + 1 + static_cast<int>(std::lround((v - xlo) / (xhi - xlo) * (right - left - 3)));
@@ -229,16 +277,22 @@ RgbImage render_line_plot(const std::vector<float>& x, const std::vector<PlotSer
       prev_y = cy;
     }
   }
-  // Legend: one swatch per series, top right, on a white backing with a frame.
+  // Legend: a swatch and the label per series, top right, on a white backing.
   if (!series.empty()) {
     const int n = static_cast<int>(series.size());
     const int sw = 14, sh = 8, gap = 4;
-    const int lw = sw + 8, lh = n * (sh + gap) + gap;
+    int label_w = 0;
+    for (const auto& ser : series) label_w = std::max(label_w, text_width(ser.label));
+    const int lw = sw + 8 + (label_w ? label_w + 4 : 0), lh = n * (sh + gap) + gap;
     const int lx = right - lw - 6, ly = top + 6;
     img.fill_rect(lx, ly, lw, lh, {255, 255, 255});
     for (int xx = lx; xx < lx + lw; ++xx) img.set_clipped(xx, ly, axis), img.set_clipped(xx, ly + lh - 1, axis);
     for (int y = ly; y < ly + lh; ++y) img.set_clipped(lx, y, axis), img.set_clipped(lx + lw - 1, y, axis);
-    for (int i = 0; i < n; ++i) img.fill_rect(lx + 4, ly + gap + i * (sh + gap), sw, sh, series_color(i));
+    for (int i = 0; i < n; ++i) {
+      const int ry = ly + gap + i * (sh + gap);
+      img.fill_rect(lx + 4, ry, sw, sh, series_color(i));
+      draw_text(img, lx + sw + 8, ry + (sh - kGlyphHeight) / 2, series[i].label, ink);
+    }
   }
   return img;
 }

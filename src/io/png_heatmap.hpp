@@ -42,6 +42,7 @@ struct HeatmapPanel {
   const float* values = nullptr;
   int rows = 0, cols = 0;
   HeatmapStyle style;
+  std::string title;  // drawn above the panel (built-in font) when not empty
 };
 // E.g. {map, fitted, mask} with the same fixed range on the first two and
 // binary_mask on the third.
@@ -52,7 +53,7 @@ void write_heatmap_row_png(const std::string& path, const std::vector<HeatmapPan
 
 struct PlotSeries {
   std::vector<float> y;  // one value per x; NaN/inf leave a gap
-  std::string label;     // not drawn; for the caller's text legend
+  std::string label;     // drawn in the legend beside the series' colour
 };
 
 struct LinePlotStyle {
@@ -61,6 +62,8 @@ struct LinePlotStyle {
   bool auto_range = true; // else [ymin, ymax]
   float ymin = 0.f, ymax = 1.f;
   bool markers = true;    // small squares at the data points (when few)
+  std::string title;      // above the axes
+  std::string x_label;    // below the x tick values
 };
 
 // Colour of series i (a colour-blind-friendly palette, cycling), and its name
@@ -69,8 +72,9 @@ Rgb series_color(int i);
 const char* series_color_name(int i);
 
 // Series over a shared x, each in series_color(i), inside an axes box with light
-// grid lines; a legend of colour swatches (one per series, top to bottom in
-// series order) sits at the top right inside the box.
+// grid lines at the quarters and their values (x below, y on the left); a legend
+// of colour swatches with the series labels (top to bottom in series order) sits
+// at the top right inside the box; the title above.
 RgbImage render_line_plot(const std::vector<float>& x, const std::vector<PlotSeries>& series,
                           const LinePlotStyle& style = {});
 void write_line_plot_png(const std::string& path, const std::vector<float>& x,

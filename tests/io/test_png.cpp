@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "io/bitmap_font.hpp"
 #include "io/png_heatmap.hpp"
 #include "io_test_util.hpp"
 #include "moddit/error.hpp"
@@ -111,9 +112,9 @@ TEST(Png, TriptychTilesWithSeparator) {
   std::vector<float> mask(n * n);
   for (auto& x : mask) x = static_cast<float>(rng() % 2);
   std::vector<HeatmapPanel> panels(3);
-  panels[0] = {a.data(), n, n, {}};
-  panels[1] = {b.data(), n, n, {}};
-  panels[2] = {mask.data(), n, n, {}};
+  panels[0] = {a.data(), n, n, {}, ""};
+  panels[1] = {b.data(), n, n, {}, ""};
+  panels[2] = {mask.data(), n, n, {}, ""};
   panels[2].style.binary_mask = true;
   const std::string path = dir.file("tri.png");
   write_heatmap_row_png(path, panels, 5);
@@ -165,6 +166,47 @@ TEST(Png, LinePlotDrawsSeriesColoursAndLegend) {
   EXPECT_GT((count[{0, 0, 0}]), 1000);  // axes box
   EXPECT_NE(series_color(0), series_color(1));
   EXPECT_THROW(render_line_plot(x, {{std::vector<float>(3, 1.f), "short"}}), Error);
+}
+
+}  // namespace
+}  // namespace moddit
+
+namespace moddit {
+namespace {
+
+// The built-in font draws inside the box text_width x kGlyphHeight, distinct
+// characters differ, and unknown characters fall back to '?'.
+TEST(BitmapFont, DrawsInsideItsBoxAndDistinguishesGlyphs) {
+  const std::string text = "recall 0.95";
+  EXPECT_EQ(text_width(text), int(text.size()) * kGlyphAdvance - 1);
+  EXPECT_EQ(text_width(text, 2), 2 * text_width(text));
+  EXPECT_EQ(text_width(""), 0);
+  RgbImage img(80, 20, {255, 255, 255});
+  draw_text(img, 3, 4, text, {0, 0, 0});
+  int inside = 0, outside = 0;
+  for (int y = 0; y < img.height; ++y)
+    for (int x = 0; x < img.width; ++x) {
+      const bool ink = img.at(x, y) == Rgb{0, 0, 0};
+      const bool in_box = x >= 3 && x < 3 + text_width(text) && y >= 4 && y < 4 + kGlyphHeight;
+      (in_box ? inside : outside) += ink;
+    }
+  EXPECT_GT(inside, 40);
+  EXPECT_EQ(outside, 0);
+
+  auto render = [](const std::string& s) {
+    RgbImage one(8, 9, {255, 255, 255});
+    draw_text(one, 1, 1, s, {0, 0, 0});
+    return one.pixels;
+  };
+  const std::string chars = "0123456789abcdefghijklmnopqrstuvwxyz.-_:=%/()[]+,|";
+  for (size_t i = 0; i < chars.size(); ++i)
+    for (size_t j = i + 1; j < chars.size(); ++j)
+      EXPECT_NE(render(std::string(1, chars[i])), render(std::string(1, chars[j])))
+          << "'" << chars[i] << "' and '" << chars[j] << "' look the same";
+  EXPECT_EQ(render("A"), render("a"));
+  EXPECT_EQ(render("~"), render("?"));
+  // Clipped at the image border, never out of bounds.
+  draw_text(img, 75, 15, "clip", {0, 0, 0}, 3);
 }
 
 }  // namespace
