@@ -1,6 +1,7 @@
-// Policy overhead (plan + observe) at model scale, printed for the reports. The
-// small case always runs; the Wan2.1 720p case (n = 540, 40 heads, CFG batch 2)
-// is DISABLED_ (run with --gtest_also_run_disabled_tests).
+// The policy (plan + observe) at a model-like scale: the schedule runs through
+// record, sparse and refresh calls and its masks have a density strictly between
+// 0 and 1. The times it prints are informative only; the measured overhead at
+// the Wan shapes comes from `moddit bench --overhead-only` (docs/BENCHMARKS.md).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -74,4 +75,3 @@ void measure(const char* name, int frames, int h, int w, int heads, int batch, i
 
 TEST(Overhead, SmallModel) { measure("CogVideoX-2b-like", 13, 32, 40, 30, 2, 100); }
 
-TEST(Overhead, DISABLED_Wan720p) { measure("Wan2.1 720p", 18, 48, 80, 40, 2, 350); }
