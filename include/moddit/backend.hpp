@@ -63,6 +63,9 @@ class Backend {
 // `grid` must outlive the params. Throws moddit::Error naming the problem.
 AttentionParams prepare_params(const AttentionCall& call, const BlockGrid& grid);
 
+// Throws moddit::Error naming `name` unless t has q's shape, dtype and device.
+void check_same_as_q(const TensorView& q, const TensorView& t, const char* name);
+
 // Throws moddit::Error unless `layout` is valid and covers the call described by
 // `params` (batch, selected heads, blocks). prepare_params() runs it; a backend
 // that caches layouts runs it once per distinct layout instead.

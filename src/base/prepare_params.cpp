@@ -6,22 +6,23 @@
 namespace moddit {
 
 namespace {
-void same_shape(const TensorView& a, const TensorView& b, const char* name) {
-  for (int i = 0; i < 4; ++i)
-    MODDIT_CHECK(a.shape[i] == b.shape[i], name, ": shape [", b.shape[0], ", ", b.shape[1], ", ",
-                 b.shape[2], ", ", b.shape[3], "] differs from q's [", a.shape[0], ", ",
-                 a.shape[1], ", ", a.shape[2], ", ", a.shape[3], "]");
-  MODDIT_CHECK(a.dtype == b.dtype, name, ": dtype ", to_string(b.dtype), " differs from q's ",
-               to_string(a.dtype));
-  MODDIT_CHECK(a.device == b.device && a.device_index == b.device_index, name,
-               ": on a different device than q");
-}
 void copy_strides(const TensorView& t, int64_t* s) {
   s[0] = t.stride[kB];
   s[1] = t.stride[kN];
   s[2] = t.stride[kH];
 }
 }  // namespace
+
+void check_same_as_q(const TensorView& q, const TensorView& t, const char* name) {
+  for (int i = 0; i < 4; ++i)
+    MODDIT_CHECK(q.shape[i] == t.shape[i], name, ": shape [", t.shape[0], ", ", t.shape[1], ", ",
+                 t.shape[2], ", ", t.shape[3], "] differs from q's [", q.shape[0], ", ",
+                 q.shape[1], ", ", q.shape[2], ", ", q.shape[3], "]");
+  MODDIT_CHECK(q.dtype == t.dtype, name, ": dtype ", to_string(t.dtype), " differs from q's ",
+               to_string(q.dtype));
+  MODDIT_CHECK(q.device == t.device && q.device_index == t.device_index, name,
+               ": on a different device than q");
+}
 
 void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
   l.validate();
@@ -38,9 +39,9 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
   validate_view(c.k, "k");
   validate_view(c.v, "v");
   validate_view(c.out, "out");
-  same_shape(c.q, c.k, "k");
-  same_shape(c.q, c.v, "v");
-  same_shape(c.q, c.out, "out");
+  check_same_as_q(c.q, c.k, "k");
+  check_same_as_q(c.q, c.v, "v");
+  check_same_as_q(c.q, c.out, "out");
   const int64_t N = c.q.seq_len();
   MODDIT_CHECK(N == c.tokens->total_tokens(), "q: sequence length ", N,
                " does not match the token layout (", c.tokens->describe(), ")");

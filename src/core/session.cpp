@@ -30,15 +30,6 @@ void check_no_alias(const TensorView& out, const TensorView& in, const char* nam
                " (out must not alias q, k or v)");
 }
 
-void check_like_q(const TensorView& q, const TensorView& t, const char* name) {
-  for (int a = 0; a < 4; ++a)
-    MODDIT_CHECK(t.shape[a] == q.shape[a], name, ": shape [", t.shape[0], ", ", t.shape[1], ", ",
-                 t.shape[2], ", ", t.shape[3], "] differs from q's [", q.shape[0], ", ",
-                 q.shape[1], ", ", q.shape[2], ", ", q.shape[3], "]");
-  MODDIT_CHECK(t.dtype == q.dtype, name, ": dtype ", to_string(t.dtype), " differs from q's ",
-               to_string(q.dtype));
-}
-
 }  // namespace
 
 Session::Session(const TokenLayout& tokens, const SessionOptions& options,
@@ -80,9 +71,9 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
                ", the session was made for head_dim = ", options_.head_dim);
   MODDIT_CHECK(q.seq_len() == tokens_.total_tokens(), "q: sequence length ", q.seq_len(),
                " does not match the token layout (", tokens_.describe(), ")");
-  check_like_q(q, k, "k");
-  check_like_q(q, v, "v");
-  check_like_q(q, out, "out");
+  check_same_as_q(q, k, "k");
+  check_same_as_q(q, v, "v");
+  check_same_as_q(q, out, "out");
   check_no_alias(out, q, "q");
   check_no_alias(out, k, "k");
   check_no_alias(out, v, "v");
