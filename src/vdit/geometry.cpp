@@ -53,49 +53,45 @@ std::vector<FrameSpan> merge_spatial(std::vector<FrameSpan> spans) {
   }
   return out;
 }
+
+// The n x n video mask where block q sees block k iff some span of q and some
+// span of k are `near` (the diagonal block is always live).
+template <typename Span, typename Near>
+std::vector<uint8_t> span_pair_mask(const std::vector<std::vector<Span>>& spans, Near near) {
+  const int n = static_cast<int>(spans.size());
+  std::vector<uint8_t> mask(static_cast<size_t>(n) * n, 0);
+  for (int q = 0; q < n; ++q)
+    for (int k = 0; k < n; ++k) {
+      bool live = (q == k);
+      for (size_t i = 0; !live && i < spans[q].size(); ++i)
+        for (size_t j = 0; !live && j < spans[k].size(); ++j) live = near(spans[q][i], spans[k][j]);
+      mask[size_t(q) * n + k] = live;
+    }
+  return mask;
+}
 }  // namespace
 
 std::vector<uint8_t> frame_window_mask(const TokenLayout& tokens, const BlockGrid& grid,
                                        int64_t frame_radius, int64_t spatial_radius) {
-  const int n = grid.num_video_blocks;
   const int64_t P = tokens.tokens_per_frame();
   auto spans = per_block<FrameSpan>(
       grid, [P](int64_t a, int64_t b) { return frame_spans(a, b, P); });
   if (frame_radius < 0)
     for (auto& s : spans) s = merge_spatial(std::move(s));
-  std::vector<uint8_t> mask(static_cast<size_t>(n) * n, 0);
-  for (int q = 0; q < n; ++q)
-    for (int k = 0; k < n; ++k) {
-      bool live = (q == k);
-      for (size_t i = 0; !live && i < spans[q].size(); ++i)
-        for (size_t j = 0; !live && j < spans[k].size(); ++j) {
-          const FrameSpan &a = spans[q][i], &b = spans[k][j];
-          if (frame_radius >= 0 && std::llabs(a.frame - b.frame) > frame_radius) continue;
-          live = interval_gap(a.s0, a.s1, b.s0, b.s1) <= spatial_radius;
-        }
-      mask[size_t(q) * n + k] = live;
-    }
-  return mask;
+  return span_pair_mask(spans, [&](const FrameSpan& a, const FrameSpan& b) {
+    if (frame_radius >= 0 && std::llabs(a.frame - b.frame) > frame_radius) return false;
+    return interval_gap(a.s0, a.s1, b.s0, b.s1) <= spatial_radius;
+  });
 }
 
 std::vector<uint8_t> tile_window_mask(const TokenLayout& tokens, const BlockGrid& grid, int64_t rf,
                                       int64_t ry, int64_t rx) {
-  const int n = grid.num_video_blocks;
   const int64_t H = tokens.height, W = tokens.width;
   auto spans = per_block<RowSpan>(grid, [H, W](int64_t a, int64_t b) { return row_spans(a, b, H, W); });
-  std::vector<uint8_t> mask(static_cast<size_t>(n) * n, 0);
-  for (int q = 0; q < n; ++q)
-    for (int k = 0; k < n; ++k) {
-      bool live = (q == k);
-      for (size_t i = 0; !live && i < spans[q].size(); ++i)
-        for (size_t j = 0; !live && j < spans[k].size(); ++j) {
-          const RowSpan &a = spans[q][i], &b = spans[k][j];
-          live = std::llabs(a.frame - b.frame) <= rf && std::llabs(a.y - b.y) <= ry &&
-                 interval_gap(a.x0, a.x1, b.x0, b.x1) <= rx;
-        }
-      mask[size_t(q) * n + k] = live;
-    }
-  return mask;
+  return span_pair_mask(spans, [&](const RowSpan& a, const RowSpan& b) {
+    return std::llabs(a.frame - b.frame) <= rf && std::llabs(a.y - b.y) <= ry &&
+           interval_gap(a.x0, a.x1, b.x0, b.x1) <= rx;
+  });
 }
 
 std::vector<uint8_t> band_mask(const BlockGrid& grid, int64_t radius) {
