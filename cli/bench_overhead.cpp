@@ -1,10 +1,12 @@
-// MOD-DiT's host-side work per attention call (ModditPolicy::plan + observe) at
-// Wan2.1-14B 480p with CFG as batch 2, as a share of the dense attention of the
-// same call, and the policy state of the whole model. The policy is driven
+// MOD-DiT's non-attention work per attention call (ModditPolicy::plan + observe)
+// at Wan2.1-14B 480p with CFG as batch 2, as a share of the dense attention of
+// the same call, and the policy state of the whole model. The policy is driven
 // directly with synthetic map counts shaped as attention maps are (a decaying
 // band around the diagonal plus a few strong key columns per head, random per
-// head), so no GPU is needed for this part; the maps' values change the fit's
-// result, not its cost. Per step, both sides scale with the layer count, so the
+// head); the maps' values change the fit's result, not its cost. With a GPU the
+// step runs there (the default on a CUDA session) and is timed to completion
+// (plan or observe, then a stream synchronisation); the host step is timed too,
+// for comparison. Per step, both sides scale with the layer count, so the
 // per-call share is the per-step share.
 #include "bench_overhead.hpp"
 
@@ -82,22 +84,48 @@ struct Timed {
   double plan_s = 0, observe_s = 0, density = 0;
 };
 
-// One policy call: plan, synthetic counts when it records, observe.
-Timed run_call(ModditPolicy& policy, const CallInfo& info, const BlockGrid& grid, std::mt19937& rng,
-               std::vector<int32_t>& counts) {
+// One policy call: plan, synthetic counts when it records, observe. With the
+// state on `info.backend`'s GPU each part is timed until the device is done, and
+// the counts are uploaded (untimed) as the backend would have written them.
+// (Not inlined: after inlining the null-backend path, GCC 12 -Wnonnull misfires.)
+[[gnu::noinline]] Timed run_call(ModditPolicy& policy, const CallInfo& info, const BlockGrid& grid, std::mt19937& rng,
+               std::vector<int32_t>& counts, std::shared_ptr<void>& counts_dev) {
+  Backend* dev = info.backend;
+  auto done = [&] {
+    if (dev) dev->synchronize();
+  };
   Timed t;
   t.step = info.step;
   auto t0 = std::chrono::steady_clock::now();
-  const Plan plan = policy.plan(info);
+  Plan plan = policy.plan(info);
+  done();
   t.plan_s = seconds_since(t0);
   t.kind = to_string(plan.kind);
   double live = 0;
-  for (const HeadGroup& g : plan.groups)
-    live += (g.layout ? video_density(*g.layout, grid) : 1.0) * g.heads.size();
+  for (HeadGroup& g : plan.groups) {
+    if (g.device_layout) {
+      live += double(*g.device_layout->density_when_synced) * g.heads.size();
+      g.layout = download_layout(*dev, *g.device_layout);  // for the synthetic counts only
+    } else {
+      live += (g.layout ? video_density(*g.layout, grid) : 1.0) * g.heads.size();
+    }
+  }
   t.density = live / kHeads;
-  if (plan.record_map) synthetic_counts(plan, grid, info.batch, rng, counts);
+  const int32_t* map = nullptr;
+  if (plan.record_map) {
+    synthetic_counts(plan, grid, info.batch, rng, counts);
+    map = counts.data();
+    if (plan.map_on_device) {
+      MODDIT_CHECK(dev != nullptr, "bench: a device map without a backend");
+      if (!counts_dev) counts_dev = dev->allocate(counts.size() * sizeof(int32_t));
+      dev->copy_from_host(counts_dev.get(), counts.data(), counts.size() * sizeof(int32_t));
+      done();
+      map = static_cast<const int32_t*>(counts_dev.get());
+    }
+  }
   t0 = std::chrono::steady_clock::now();
-  policy.observe(info, plan, plan.record_map ? counts.data() : nullptr);
+  policy.observe(info, plan, map);
+  done();
   t.observe_s = seconds_since(t0);
   return t;
 }
@@ -142,13 +170,24 @@ double dense_seconds(Backend& gpu, const TokenLayout& tokens, int batch, int ite
 
 }  // namespace
 
-void print_moddit_overhead(const OverheadOptions& o, Backend* gpu) {
-  MODDIT_CHECK(o.layers >= 1 && o.batch >= 1, "bench: --overhead-layers and batch must be >= 1");
-  const TokenLayout tokens = wan_tokens();
-  const BlockGrid grid = make_block_grid(tokens, kBlock);
+namespace {
+
+struct OverheadRun {
+  std::vector<Timed> rows;
+  int64_t state = 0;
+  Device state_device = Device::CPU;
+};
+
+// Drives a fresh policy through layer 0's record, sparse and refresh steps (each
+// call timed; the rows: the two records, the first sparse step, the median of the
+// steady sparse steps, the refresh), then the other layers through their
+// references, for the whole model's state.
+OverheadRun run_policy(const OverheadOptions& o, const TokenLayout& tokens, const BlockGrid& grid,
+                       Backend* device) {
   ModditConfig cfg;  // the defaults: m = 12 (records at 10, 11), refresh every 10
   cfg.block_size = kBlock;
   cfg.target_density = o.target_density;
+  cfg.device_step = device != nullptr;
   cfg.validate();
   ModditPolicy policy(cfg, o.layers, kHeads);
   const int num_steps = 50;
@@ -163,20 +202,19 @@ void print_moddit_overhead(const OverheadOptions& o, Backend* gpu) {
     c.head_dim = kDim;
     c.tokens = &tokens;
     c.grid = &grid;
+    c.backend = device;
     return c;
   };
   std::mt19937 rng(1234);
   std::vector<int32_t> counts;
-
-  // Layer 0 through record, sparse and refresh steps, each call timed. The rows:
-  // the two records (the second fits), the first sparse step, the median of the
-  // steady sparse steps, the refresh.
+  std::shared_ptr<void> counts_dev;
   const int m = cfg.warmup_steps, dt = cfg.interval;
-  std::vector<Timed> rows, steady;
+  OverheadRun run;
+  std::vector<Timed> steady;
   for (int step = m - 2; step <= m + dt; ++step) {
-    Timed t = run_call(policy, info_for(step, 0), grid, rng, counts);
+    Timed t = run_call(policy, info_for(step, 0), grid, rng, counts, counts_dev);
     if (step > m && step < m + dt) steady.push_back(t);
-    else rows.push_back(t);
+    else run.rows.push_back(t);
   }
   std::sort(steady.begin(), steady.end(), [](const Timed& a, const Timed& b) {
     return a.plan_s + a.observe_s < b.plan_s + b.observe_s;
@@ -184,13 +222,37 @@ void print_moddit_overhead(const OverheadOptions& o, Backend* gpu) {
   if (!steady.empty()) {
     Timed med = steady[steady.size() / 2];
     med.kind = "sparse*";
-    rows.insert(rows.end() - 1, med);
+    run.rows.insert(run.rows.end() - 1, med);
   }
-  // The other layers through the references and a first sparse step: the state
-  // of a whole model after it has seen its reference maps.
   for (int layer = 1; layer < o.layers; ++layer)
-    for (int step = m - 2; step <= m; ++step) run_call(policy, info_for(step, layer), grid, rng, counts);
-  const int64_t state = policy.state_bytes();
+    for (int step = m - 2; step <= m; ++step)
+      run_call(policy, info_for(step, layer), grid, rng, counts, counts_dev);
+  run.state = policy.state_bytes();
+  run.state_device = policy.state_device();
+  return run;
+}
+
+void print_table(const char* title, const OverheadRun& run, double dense_s) {
+  std::printf("%s\n", title);
+  std::printf("%-8s %5s %8s %10s %10s %10s %9s\n", "kind", "step", "density", "plan_ms",
+              "observe_ms", "total_ms", "%dense");
+  for (const Timed& r : run.rows) {
+    const double total = r.plan_s + r.observe_s;
+    char share[32] = "n/a";
+    if (dense_s > 0) std::snprintf(share, sizeof share, "%.2f%%", 100.0 * total / dense_s);
+    std::printf("%-8s %5d %8.3f %10.3f %10.3f %10.3f %9s\n", r.kind.c_str(), r.step, r.density,
+                r.plan_s * 1e3, r.observe_s * 1e3, total * 1e3, share);
+  }
+}
+
+}  // namespace
+
+void print_moddit_overhead(const OverheadOptions& o, Backend* gpu) {
+  MODDIT_CHECK(o.layers >= 1 && o.batch >= 1, "bench: --overhead-layers and batch must be >= 1");
+  const TokenLayout tokens = wan_tokens();
+  const BlockGrid grid = make_block_grid(tokens, kBlock);
+  const ModditConfig defaults;
+  const int m = defaults.warmup_steps, dt = defaults.interval;
 
   double dense_s = 0;
   std::string dense_note = "unavailable (no GPU: CPU-side overhead only)";
@@ -200,28 +262,32 @@ void print_moddit_overhead(const OverheadOptions& o, Backend* gpu) {
     std::snprintf(buf, sizeof buf, "%.3f ms on %s", dense_s * 1e3, gpu->name().c_str());
     dense_note = buf;
   }
-  std::printf("\nMOD-DiT host work per attention call, wan (H=%d N=%lld D=%d, block %d, CFG batch %d, "
-              "target density %.2f; synthetic maps)\n",
+  std::printf("\nMOD-DiT work per attention call besides attention, wan (H=%d N=%lld D=%d, block %d, "
+              "CFG batch %d, target density %.2f; synthetic maps)\n",
               kHeads, static_cast<long long>(tokens.total_tokens()), kDim, kBlock, o.batch,
               o.target_density);
-  std::printf("%-8s %5s %8s %10s %10s %10s %9s\n", "kind", "step", "density", "plan_ms",
-              "observe_ms", "total_ms", "%dense");
-  for (const Timed& r : rows) {
-    const double total = r.plan_s + r.observe_s;
-    char share[32] = "n/a";
-    if (dense_s > 0) std::snprintf(share, sizeof share, "%.2f%%", 100.0 * total / dense_s);
-    std::printf("%-8s %5d %8.3f %10.3f %10.3f %10.3f %9s\n", r.kind.c_str(), r.step, r.density,
-                r.plan_s * 1e3, r.observe_s * 1e3, total * 1e3, share);
-  }
-  std::printf("(sparse*: median of steps %d-%d; plan/observe run on the host: %u hardware threads, "
-              "at most 16 used, MODDIT_THREADS overrides)\n", m + 1,
-              m + dt - 1, std::thread::hardware_concurrency());
   std::printf("dense attention, same call (B=%d): %s\n", o.batch, dense_note.c_str());
-  const double gib = double(state) / double(int64_t(1) << 30);
-  std::printf("MOD-DiT state, whole model (%d layers x %d heads x %d CFG slots, after the "
-              "reference maps): %lld bytes = %.1f MiB, %s 1 GiB\n",
-              o.layers, kHeads, o.batch, static_cast<long long>(state),
-              double(state) / double(1 << 20), gib <= 1.0 ? "fits in" : "does NOT fit in");
+  std::vector<OverheadRun> runs;
+  if (gpu) {
+    runs.push_back(run_policy(o, tokens, grid, gpu));
+    print_table("-- the step on the GPU (device_step = true, the default on a CUDA session; "
+                "timed to completion)", runs.back(), dense_s);
+  }
+  runs.push_back(run_policy(o, tokens, grid, nullptr));
+  char host_title[200];
+  std::snprintf(host_title, sizeof host_title,
+                "-- the step on the host (device_step = false; %u hardware threads, at most 16 "
+                "used, MODDIT_THREADS overrides)", std::thread::hardware_concurrency());
+  print_table(host_title, runs.back(), dense_s);
+  std::printf("(sparse*: median of steps %d-%d)\n", m + 1, m + dt - 1);
+  for (const OverheadRun& run : runs) {
+    const double gib = double(run.state) / double(int64_t(1) << 30);
+    std::printf("MOD-DiT state, whole model (%d layers x %d heads x %d CFG slots, after the "
+                "reference maps) on %s: %lld bytes = %.1f MiB, %s 1 GiB\n",
+                o.layers, kHeads, o.batch, to_string(run.state_device),
+                static_cast<long long>(run.state), double(run.state) / double(1 << 20),
+                gib <= 1.0 ? "fits in" : "does NOT fit in");
+  }
   std::fflush(stdout);
 }
 

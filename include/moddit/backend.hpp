@@ -13,6 +13,23 @@
 
 namespace moddit {
 
+// A block layout that already lives on the backend's device, built there by a
+// device policy (the MOD-DiT step on the GPU): the kernel reads it as is, with no
+// upload, no validation and no host copy. Same CSR as BlockLayout, plus the
+// schedule (rows longest first) the builder computed on the device.
+struct DeviceLayout {
+  int batch = 0, heads = 0, num_q_blocks = 0, num_k_blocks = 0;
+  const int32_t* row_ptr = nullptr;  // rows() + 1 entries
+  const int32_t* col_idx = nullptr;
+  const int32_t* order = nullptr;    // a permutation of the rows; null = in order
+  // The layout's video density (block_layout.hpp), written by the builder to
+  // pinned host memory in stream order: valid once the backend has synchronised.
+  std::shared_ptr<const float> density_when_synced;
+  std::shared_ptr<const void> storage;  // owns the buffers above
+
+  int64_t rows() const { return int64_t(batch) * heads * num_q_blocks; }
+};
+
 // What one attention call computes, in framework-free host terms. Pointers in
 // `lse` and `map_counts` must be on the backend's device.
 struct AttentionCall {
@@ -22,12 +39,15 @@ struct AttentionCall {
   float softmax_scale = 0.f;  // 0 = 1/sqrt(D)
   const std::vector<int32_t>* heads = nullptr;  // head subset (null = all)
   const BlockLayout* layout = nullptr;          // null = dense (over the subset)
+  const DeviceLayout* device_layout = nullptr;  // instead of `layout` (device backends)
   float* lse = nullptr;                         // optional [B, H, N]
   int32_t* map_counts = nullptr;                // optional [B, H, n, n]
   float eta = 1e-4f;                            // used with map_counts; must be > 0
 };
 
-class Backend {
+// Backends are made by make_*_backend as shared objects; a device policy keeps
+// its backend alive while it holds state in the backend's memory.
+class Backend : public std::enable_shared_from_this<Backend> {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
@@ -56,6 +76,8 @@ class Backend {
   // the CPU.
   virtual void set_stream(void* stream) { (void)stream; }
   virtual void* stream() const { return nullptr; }
+  // The device ordinal of a GPU backend (0 on the CPU).
+  virtual int device_index() const { return 0; }
 };
 
 // Validates a call against the token layout and fills the plain parameter struct
@@ -70,6 +92,10 @@ void check_same_as_q(const TensorView& q, const TensorView& t, const char* name)
 // `params` (batch, selected heads, blocks). prepare_params() runs it; a backend
 // that caches layouts runs it once per distinct layout instead.
 void validate_layout_for(const BlockLayout& layout, const AttentionParams& params);
+
+// A host copy of a device layout (inspection, tests, benchmarks). Waits for the
+// backend's stream.
+BlockLayout download_layout(Backend& backend, const DeviceLayout& layout);
 
 // The fp32 CPU reference backend (threads = 0: all hardware threads).
 std::shared_ptr<Backend> make_cpu_backend(int threads = 0);

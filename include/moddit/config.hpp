@@ -18,6 +18,10 @@ struct ModditConfig {
   double tau_e = -0.2;           // keep frame block-diagonal f iff e_f <= tau_e at both references (default chosen by eval: docs/CONFIG.md)
   std::string refresh = "masked";  // "masked" (paper 5.1) or "dense" (official code)
   std::vector<int> dense_layers;   // layers always computed densely
+  // Run the MOD-DiT step (map fusion, fit, prediction, masks, layout) on the
+  // backend's GPU when it has one; false keeps it on the host. ridge_lambda = 0
+  // (the pseudo-inverse reference) always runs on the host.
+  bool device_step = true;
 
   // Throws moddit::Error naming the offending key.
   void validate() const;

@@ -2,11 +2,16 @@
 // MOD-DiT as a Policy (DESIGN.md 2): dense warm-up, two recorded reference fits,
 // per-step linear prediction of the line intensities, Top-K + frame
 // block-diagonal + diagonal masks, refresh steps with temporal fusion.
+// On a Session with the CUDA backend the whole step runs on the GPU (state,
+// fusion, fit, prediction, masks and layout; no host round trip per call) unless
+// config.device_step is false; elsewhere it runs on the host. Both give the same
+// masks for the same maps (tests/gpu/test_cuda_moddit_step.cpp).
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "moddit/config.hpp"
+#include "moddit/tensor.hpp"
 #include "moddit/policy.hpp"
 
 namespace moddit {
@@ -32,8 +37,10 @@ class ModditPolicy : public Policy {
   std::vector<float> fitted_map(int layer, int slot, int head) const;
   std::vector<uint8_t> video_mask(int layer, int slot, int head) const;
   const std::vector<FitRecord>& fits() const;
-  // Bytes of state held (maps, intensities, layouts).
+  // Bytes of state held (maps, intensities, masks), on state_device().
   int64_t state_bytes() const;
+  // Where the state lives: decided by the first record or sparse call.
+  Device state_device() const;
 
  private:
   struct Impl;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "moddit/backend.hpp"
 #include "moddit/block_layout.hpp"
 #include "moddit/token_layout.hpp"
 
@@ -23,6 +24,9 @@ struct CallInfo {
   int head_dim = 0;
   const TokenLayout* tokens = nullptr;
   const BlockGrid* grid = nullptr;
+  // The backend the plan will run on: a policy may keep its state and do its
+  // work there (ModditPolicy does on a GPU). Null when driven without a Session.
+  Backend* backend = nullptr;
 };
 
 // One launch: a set of heads and the layout they share (none = dense).
@@ -30,6 +34,8 @@ struct HeadGroup {
   std::vector<int32_t> heads;        // ascending head indices
   std::optional<BlockLayout> layout; // over (batch, heads.size()); nullopt = dense
   std::string label;                 // "dense", "sparse", "diagonal", ...
+  // Or a layout already on the backend's device (then `layout` is empty).
+  std::shared_ptr<const DeviceLayout> device_layout;
 };
 
 enum class CallKind : int32_t { Dense = 0, Record = 1, Sparse = 2, Refresh = 3 };
@@ -39,6 +45,9 @@ struct Plan {
   CallKind kind = CallKind::Dense;
   std::vector<HeadGroup> groups;  // heads in no group are skipped: output zeros, no launch
   bool record_map = false;        // the backend writes map counts for observe()
+  // observe() gets the counts where the backend wrote them (device memory, in
+  // stream order, no host copy and no wait) instead of a host copy.
+  bool map_on_device = false;
 };
 
 class Policy {
@@ -46,8 +55,9 @@ class Policy {
   virtual ~Policy() = default;
   virtual std::string name() const = 0;
   virtual Plan plan(const CallInfo& call) = 0;
-  // After the plan ran. `map_counts` is host memory [batch, heads, n, n] with
-  // -1 where a block was not computed; null unless plan.record_map.
+  // After the plan ran. `map_counts` is [batch, heads, n, n] with -1 where a
+  // block was not computed, in host memory (device memory when
+  // plan.map_on_device); null unless plan.record_map.
   virtual void observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) {}
 };
 

@@ -50,7 +50,8 @@ class Session {
   const SessionOptions& options() const { return options_; }
   Policy& policy() { return *policy_; }
   Backend& backend() { return *backend_; }
-  const std::vector<CallRecord>& history() const { return history_; }
+  // Waits for the backend first when a device policy's densities are pending.
+  const std::vector<CallRecord>& history() const;
 
  private:
   TokenLayout tokens_;
@@ -60,7 +61,19 @@ class Session {
   std::shared_ptr<Policy> policy_;
   int step_ = 0;
   std::vector<int> slots_used_;  // per layer, within the current step
-  std::vector<CallRecord> history_;
+  mutable std::vector<CallRecord> history_;
+  // Calls whose density a device layout reports after the next synchronisation.
+  struct PendingDensity {
+    struct Part {
+      std::shared_ptr<const float> density;  // not the layout: its buffers go at once
+      int heads = 0;
+    };
+    size_t record = 0;
+    double known_sum = 0.0;  // the groups with host layouts or none
+    int heads = 0;
+    std::vector<Part> parts;
+  };
+  mutable std::vector<PendingDensity> pending_;
   std::vector<int32_t> map_host_;
 };
 

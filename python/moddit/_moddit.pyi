@@ -442,6 +442,13 @@ class ModditConfig:
     @dense_layers.setter
     def dense_layers(self, arg: Sequence[int], /) -> None: ...
 
+    @property
+    def device_step(self) -> bool:
+        """Run the MOD-DiT step on the session's GPU (default True)."""
+
+    @device_step.setter
+    def device_step(self, arg: bool, /) -> None: ...
+
     def validate(self) -> None: ...
 
     def to_json(self) -> str: ...
@@ -490,6 +497,10 @@ class ModditPolicy(Policy):
 
     @property
     def state_bytes(self) -> int: ...
+
+    @property
+    def state_device(self) -> Device:
+        """Where the state lives (decided by the first record or sparse call)."""
 
 class SessionOptions:
     def __init__(self, num_steps: int = 50, num_layers: int = 1, num_heads: int = 1, head_dim: int = 128, block_size: int = 128, eta: float = 9.999999747378752e-05) -> None: ...

@@ -136,6 +136,8 @@ void bind_policy(nb::module_& m) {
       .def_rw("tau_e", &ModditConfig::tau_e)
       .def_rw("refresh", &ModditConfig::refresh)
       .def_rw("dense_layers", &ModditConfig::dense_layers)
+      .def_rw("device_step", &ModditConfig::device_step,
+              "Run the MOD-DiT step on the session's GPU (default True).")
       .def("validate", &ModditConfig::validate)
       .def("to_json", &moddit_config_to_json)
       .def_static("from_json", &moddit_config_from_json, nb::arg("text"))
@@ -176,7 +178,9 @@ void bind_policy(nb::module_& m) {
           },
           nb::arg("layer"), nb::arg("slot"), nb::arg("head"))
       .def_prop_ro("fits", &ModditPolicy::fits)
-      .def_prop_ro("state_bytes", &ModditPolicy::state_bytes);
+      .def_prop_ro("state_bytes", &ModditPolicy::state_bytes)
+      .def_prop_ro("state_device", &ModditPolicy::state_device,
+                   "Where the state lives (decided by the first record or sparse call).");
 }
 
 }  // namespace moddit::py

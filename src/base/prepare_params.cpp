@@ -92,6 +92,19 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
     p.num_sel_heads = p.num_heads;
   }
 
+  MODDIT_CHECK(!(c.layout && c.device_layout), "attention: both a layout and a device layout given");
+  if (c.device_layout) {
+    // Built on the device by moddit's own kernels: only its shape is checked here.
+    const DeviceLayout& l = *c.device_layout;
+    MODDIT_CHECK(l.row_ptr && l.col_idx, "attention: device layout without its buffers");
+    MODDIT_CHECK(l.batch == p.batch && l.heads == p.num_sel_heads &&
+                     l.num_q_blocks == p.num_blocks && l.num_k_blocks == p.num_blocks,
+                 "attention: device layout is [batch ", l.batch, ", heads ", l.heads, ", ",
+                 l.num_q_blocks, "x", l.num_k_blocks, "], the call needs [batch ", p.batch,
+                 ", heads ", p.num_sel_heads, ", ", p.num_blocks, "x", p.num_blocks, "]");
+    p.layout_row_ptr = l.row_ptr;
+    p.layout_col_idx = l.col_idx;
+  }
   if (c.layout) {
     const BlockLayout& l = *c.layout;
     validate_layout_for(l, p);
@@ -102,6 +115,21 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
   p.map_counts = c.map_counts;
   p.log_eta = c.map_counts ? std::log(c.eta) : 0.f;
   return p;
+}
+
+BlockLayout download_layout(Backend& backend, const DeviceLayout& d) {
+  BlockLayout l;
+  l.batch = d.batch;
+  l.heads = d.heads;
+  l.num_q_blocks = d.num_q_blocks;
+  l.num_k_blocks = d.num_k_blocks;
+  l.row_ptr.resize(static_cast<size_t>(d.rows()) + 1);
+  backend.copy_to_host(l.row_ptr.data(), d.row_ptr, l.row_ptr.size() * sizeof(int32_t));
+  MODDIT_CHECK(l.row_ptr.front() == 0 && l.row_ptr.back() >= 0, "download_layout: bad row offsets");
+  l.col_idx.resize(static_cast<size_t>(l.row_ptr.back()));
+  if (!l.col_idx.empty())
+    backend.copy_to_host(l.col_idx.data(), d.col_idx, l.col_idx.size() * sizeof(int32_t));
+  return l;
 }
 
 }  // namespace moddit

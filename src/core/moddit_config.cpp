@@ -75,6 +75,9 @@ ModditConfig moddit_config_from_json(const std::string& text) {
                    v.dump());
       c.dense_layers.clear();
       for (const json& e : v) c.dense_layers.push_back(get_int(e, "dense_layers"));
+    } else if (k == "device_step") {
+      MODDIT_CHECK(v.is_boolean(), "config: device_step must be true or false, got ", v.dump());
+      c.device_step = v.get<bool>();
     } else {
       throw Error("config: unknown key \"" + k + "\"");
     }
@@ -95,6 +98,7 @@ std::string moddit_config_to_json(const ModditConfig& c) {
   j["tau_e"] = c.tau_e;
   j["refresh"] = c.refresh;
   j["dense_layers"] = c.dense_layers;
+  j["device_step"] = c.device_step;
   return j.dump(2);
 }
 

@@ -53,6 +53,16 @@ RidgeFactor::RidgeFactor(const PatternBasis& basis, double lambda)
   ++g_factorizations;
 }
 
+std::vector<double> RidgeFactor::schur_inverse() const {
+  MODDIT_CHECK(is_cholesky(), "ridge fit: schur_inverse needs ridge_lambda > 0");
+  const int nr = schur_size();
+  const Eigen::Map<const Eigen::MatrixXd> L(lower_.data(), nr, nr);
+  const Eigen::MatrixXd Linv =
+      L.triangularView<Eigen::Lower>().solve(Eigen::MatrixXd::Identity(nr, nr));
+  const Eigen::MatrixXd Sinv = Linv.transpose() * Linv;
+  return std::vector<double>(Sinv.data(), Sinv.data() + Sinv.size());
+}
+
 void RidgeFactor::apply_b(const double* y, double* out) const {
   const int n = basis_.n;
   // Column j meets the diagonals k = delta + n - 1 in [j, j + n - 1]: a window sum.

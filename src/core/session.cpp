@@ -93,6 +93,7 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
   info.head_dim = options_.head_dim;
   info.tokens = &tokens_;
   info.grid = &grid_;
+  info.backend = backend_.get();
 
   // Overhead = the policy's plan and observe plus this bookkeeping (plan checks,
   // density); the backend's work (map buffer, launches, copy back) is `seconds`.
@@ -102,6 +103,7 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
   // Heads in no group are skipped; a head may appear in one group only.
   std::vector<uint8_t> covered(static_cast<size_t>(H), 0);
   double density_sum = 0.0;
+  std::vector<PendingDensity::Part> pending_density;  // device layouts: known after a sync
   for (const HeadGroup& g : plan.groups) {
     for (size_t i = 0; i < g.heads.size(); ++i) {
       const int32_t h = g.heads[i];
@@ -113,8 +115,16 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
                    " is in more than one group");
       covered[h] = 1;
     }
-    if (!g.heads.empty())
+    MODDIT_CHECK(!(g.layout && g.device_layout), "policy ", policy_->name(),
+                 ": a head group has both a host and a device layout");
+    if (g.heads.empty()) continue;
+    if (g.device_layout) {
+      MODDIT_CHECK(g.device_layout->density_when_synced, "policy ", policy_->name(),
+                   ": a device layout without its density");
+      pending_density.push_back({g.device_layout->density_when_synced, static_cast<int>(g.heads.size())});
+    } else {
       density_sum += (g.layout ? core::layout_video_density(*g.layout, grid_) : 1.0) * g.heads.size();
+    }
   }
   std::vector<int32_t> skipped;
   for (int h = 0; h < H; ++h)
@@ -143,21 +153,28 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
     call.block_size = options_.block_size;
     call.heads = all_heads ? nullptr : &g.heads;
     call.layout = g.layout ? &*g.layout : nullptr;
+    call.device_layout = g.device_layout.get();
     call.map_counts = static_cast<int32_t*>(map_dev.get());
     call.eta = options_.eta;
     backend_->attention(call);
   }
   if (!skipped.empty()) backend_->zero_heads(out, skipped);
-  if (plan.record_map) {
+  const bool map_to_host = plan.record_map && !plan.map_on_device;
+  if (map_to_host) {
     map_host_.resize(map_count);
     backend_->copy_to_host(map_host_.data(), map_dev.get(), map_count * sizeof(int32_t));
   }
   // A GPU backend runs asynchronously: wait only when the host needs the map (or
   // when asked to, for per-call timings), never per layer by default.
-  if (plan.record_map || options_.synchronize_calls) backend_->synchronize();
+  if (map_to_host || options_.synchronize_calls) backend_->synchronize();
   const double t_run = now_seconds();
 
-  policy_->observe(info, plan, plan.record_map ? map_host_.data() : nullptr);
+  // A device policy reads the map where the backend wrote it, in stream order;
+  // map_dev is freed after this call in stream order too, so after its readers.
+  const int32_t* map_for_policy =
+      !plan.record_map ? nullptr : plan.map_on_device ? static_cast<const int32_t*>(map_dev.get())
+                                                      : map_host_.data();
+  policy_->observe(info, plan, map_for_policy);
   const double t_end = now_seconds();
 
   CallRecord rec;
@@ -167,10 +184,31 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
   rec.batch = B;
   rec.kind = plan.kind;
   rec.density = density_sum / H;
+  if (!pending_density.empty()) {
+    PendingDensity pd;
+    pd.record = history_.size();
+    pd.known_sum = density_sum;
+    pd.heads = H;
+    pd.parts = std::move(pending_density);
+    pending_.push_back(std::move(pd));
+  }
   rec.launches = static_cast<int>(backend_->launches() - launches0);
   rec.seconds = t_run - t_plan1;
   rec.overhead_seconds = (t_plan1 - t_plan0) + (t_end - t_run);
   history_.push_back(rec);
+}
+
+const std::vector<CallRecord>& Session::history() const {
+  if (!pending_.empty()) {
+    backend_->synchronize();  // the device layouts' densities land in stream order
+    for (const PendingDensity& pd : pending_) {
+      double sum = pd.known_sum;
+      for (const auto& part : pd.parts) sum += double(*part.density) * part.heads;
+      history_[pd.record].density = sum / pd.heads;
+    }
+    pending_.clear();
+  }
+  return history_;
 }
 
 }  // namespace moddit

@@ -14,7 +14,9 @@ void predict_linear(const double* x_a, int t_a, const double* x_b, int t_b, int 
                     double* out) {
   MODDIT_CHECK(t_a != t_b, "prediction: the two reference steps are equal (", t_a, ")");
   const double r = double(t - t_b) / double(t_b - t_a);
-  for (int i = 0; i < count; ++i) out[i] = x_b[i] + (x_b[i] - x_a[i]) * r;
+  // An explicit fma, so that the result does not depend on the compiler's
+  // contraction choices and the GPU step (moddit_step.cu) ranks lines identically.
+  for (int i = 0; i < count; ++i) out[i] = std::fma(x_b[i] - x_a[i], r, x_b[i]);
 }
 
 VideoMaskBuilder::VideoMaskBuilder(const PatternBasis& basis, std::vector<int64_t> block_len)

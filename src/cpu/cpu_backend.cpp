@@ -32,6 +32,8 @@ class CpuBackend final : public Backend {
     require_host(call.k, "k");
     require_host(call.v, "v");
     require_host(call.out, "out");
+    MODDIT_CHECK(call.device_layout == nullptr,
+                 "attention: the CPU backend takes host layouts, not a device layout");
     const BlockGrid grid = make_block_grid(*call.tokens, call.block_size);
     const AttentionParams params = prepare_params(call, grid);
     cpu_attention(params, pool_);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cuda/attention_launch.hpp"
+#include "cuda/moddit_device_engine.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
 
@@ -216,6 +217,8 @@ class CudaBackend final : public Backend {
     check(cudaEventCreateWithFlags(&last_work_, cudaEventDisableTiming), "cudaEventCreate");
     counter_ = device_alloc(mem_, 2 * sizeof(int));
     mark_work();
+    // A ModditPolicy on a session with this backend runs its step here.
+    core::register_device_engine(Device::CUDA, &cuda::make_moddit_device_engine);
   }
   ~CudaBackend() override {
     // Free the caches on the current stream while the backend still knows it;
@@ -248,6 +251,7 @@ class CudaBackend final : public Backend {
     mem_->stream = s;
   }
   void* stream() const override { return stream_; }
+  int device_index() const override { return device_; }
 
   std::string name() const override { return std::string("cuda:") + props_.name; }
   Device device() const override { return Device::CUDA; }
@@ -266,6 +270,7 @@ class CudaBackend final : public Backend {
     // uploaded, and scheduled) once per distinct content by the layout cache.
     AttentionCall no_layout = call;
     no_layout.layout = nullptr;
+    MODDIT_CHECK(!(call.layout && call.device_layout), "attention: both a layout and a device layout given");
     AttentionParams p = prepare_params(no_layout, grid);
     MODDIT_CHECK(call.lse == nullptr || is_device_pointer(call.lse, device_),
                  "attention: lse is not device memory of cuda:", device_);
@@ -286,6 +291,7 @@ class CudaBackend final : public Backend {
       p.layout_col_idx = static_cast<const int32_t*>(e.col_idx.get());
       s.order = static_cast<const int32_t*>(e.order.get());
     }
+    if (call.device_layout) s.order = call.device_layout->order;  // checked by prepare_params
 
     float* lse_out = call.lse;
     if (call.map_counts && !lse_out) lse_out = scratch_lse(size_t(p.batch) * p.num_heads * p.seq_len);

@@ -112,5 +112,94 @@ TEST(CudaSession, ModditScheduleWithRefreshFollowsItsMasks) {
   EXPECT_LT(rel_l2(got, ref), 2e-2);
 }
 
+// The same trajectory through two sessions on the GPU, the MOD-DiT step on the
+// device and on the host: the same kinds, densities, masks and fits.
+TEST(CudaSession, DeviceStepEqualsHostStep) {
+  MODDIT_REQUIRE_GPU();
+  SyntheticSpec spec;
+  spec.frames = 5;
+  spec.height = 10;
+  spec.width = 30;  // 300 tokens per frame: frames straddle blocks; N = 1500
+  spec.num_steps = 9;
+  spec.layers = 2;
+  spec.heads = 3;
+  spec.head_dim = 64;
+  spec.seed = std::random_device{}();
+  auto src = make_synthetic(spec);
+  const TokenLayout tokens = src->info().tokens;
+  const int64_t N = tokens.total_tokens();
+  const int H = spec.heads, D = spec.head_dim, B = 2;  // CFG as batch 2
+  const size_t numel = size_t(B) * N * H * D;
+  auto gpu = make_cuda_backend(0);
+  ModditConfig cfg;
+  cfg.block_size = 64;
+  cfg.warmup_steps = 4;  // records at 2, 3; sparse 4, 5; refresh 6; sparse 7; refresh 8
+  cfg.interval = 2;
+  cfg.target_density = 0.3;
+  ModditConfig host_cfg = cfg;
+  host_cfg.device_step = false;
+  auto pd = std::make_shared<ModditPolicy>(cfg, 2, H);
+  auto ph = std::make_shared<ModditPolicy>(host_cfg, 2, H);
+  SessionOptions opt;
+  opt.num_steps = 9;
+  opt.num_layers = 2;
+  opt.num_heads = H;
+  opt.head_dim = D;
+  opt.block_size = 64;
+  Session sd(tokens, opt, gpu, pd), sh(tokens, opt, gpu, ph);
+  auto dq = gpu->allocate(numel * 2), dk = gpu->allocate(numel * 2), dv = gpu->allocate(numel * 2),
+       od = gpu->allocate(numel * 2), oh = gpu->allocate(numel * 2);
+  auto view = [&](const std::shared_ptr<void>& p) {
+    return make_view(p.get(), DType::F16, Layout::HND, B, N, H, D, Device::CUDA);
+  };
+  HostTensor q, k, v;
+  for (int step = 0; step < 9; ++step) {
+    sd.begin_step(step);
+    sh.begin_step(step);
+    for (int layer = 0; layer < 2; ++layer) {
+      src->load(step, layer, q, k, v);
+      int t = 0;
+      for (HostTensor* x : {&q, &k, &v}) {
+        // Batch item 1 (the other CFG branch) is item 0 scaled: its own state.
+        const HostTensor f = x->to(DType::F32);  // [1, N, H, D]
+        std::vector<uint16_t> bits(numel);
+        const size_t half = numel / B;
+        for (int64_t n = 0; n < N; ++n)
+          for (int hh = 0; hh < H; ++hh)
+            for (int d = 0; d < D; ++d) {
+              const float val = f.f32()[(size_t(n) * H + hh) * D + d];
+              const size_t at = (size_t(hh) * N + n) * D + d;  // HND
+              bits[at] = f32_to_f16(val);
+              bits[half + at] = f32_to_f16(0.7f * val);
+            }
+        gpu->copy_from_host((t == 0 ? dq : t == 1 ? dk : dv).get(), bits.data(), numel * 2);
+        ++t;
+      }
+      sd.attention(layer, view(dq), view(dk), view(dv), view(od));
+      sh.attention(layer, view(dq), view(dk), view(dv), view(oh));
+    }
+  }
+  const auto& hd = sd.history();
+  const auto& hh = sh.history();
+  ASSERT_EQ(hd.size(), hh.size());
+  for (size_t i = 0; i < hd.size(); ++i) {
+    EXPECT_EQ(hd[i].kind, hh[i].kind) << i;
+    EXPECT_NEAR(hd[i].density, hh[i].density, 1e-6) << i;
+  }
+  EXPECT_EQ(hd.back().kind, CallKind::Refresh);
+  EXPECT_LT(hd.back().density, 0.9);
+  for (int layer = 0; layer < 2; ++layer)
+    for (int slot = 0; slot < B; ++slot)
+      for (int h = 0; h < H; ++h) {
+        EXPECT_EQ(pd->video_mask(layer, slot, h), ph->video_mask(layer, slot, h));
+        EXPECT_EQ(pd->fused_map(layer, slot, h), ph->fused_map(layer, slot, h));
+      }
+  ASSERT_EQ(pd->fits().size(), ph->fits().size());
+  std::vector<uint16_t> a(numel), b(numel);
+  gpu->copy_to_host(a.data(), od.get(), numel * 2);
+  gpu->copy_to_host(b.data(), oh.get(), numel * 2);
+  EXPECT_EQ(a, b);  // the same layouts: the same kernel work, bit for bit
+}
+
 }  // namespace
 }  // namespace moddit::gputest

@@ -103,6 +103,10 @@ def test_session_moddit_on_cuda_follows_its_masks():
         out = s.attention(0, q, k, v)
     torch.cuda.synchronize()
     assert [r.kind for r in s.history][-1] in (moddit.CallKind.SPARSE, moddit.CallKind.REFRESH)
+    # The step ran on the GPU (the default there); its densities reached the history.
+    assert s.policy.state_device == moddit.Device.CUDA
+    assert 0.0 < s.history[-1].density < 0.6
+    assert len(s.policy.fits) == 2 * 4 + 4  # two records and one refresh, 4 heads each
     grid = moddit.make_block_grid(tokens, 128)
     n = grid.num_video_blocks
     mask = moddit.BlockMask(1, 4, grid.num_blocks, grid.num_blocks)

@@ -112,8 +112,8 @@ TEST(VditEvalPolicy, IsDenseDuringWarmupAndMatchesTheTargetDensity) {
 
 TEST(VditEvalPolicy, CountsHeadsPerGroupLabelWithSkippedHeads) {
   Plan plan;
-  plan.groups.push_back({{0, 3}, std::nullopt, "full"});
-  plan.groups.push_back({{1}, std::nullopt, "diagonal"});
+  plan.groups.push_back({{0, 3}, std::nullopt, "full", nullptr});
+  plan.groups.push_back({{1}, std::nullopt, "diagonal", nullptr});
   std::map<std::string, double> counts;
   eval::add_head_modes(plan, 6, counts);
   eval::add_head_modes(plan, 6, counts);
