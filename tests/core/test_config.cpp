@@ -33,6 +33,7 @@ TEST(ModditConfig, RoundTripsEveryField) {
   c.tau_e = -0.075;
   c.refresh = "dense";
   c.dense_layers = {0, 5};
+  c.device_step = false;
   const ModditConfig r = moddit_config_from_json(moddit_config_to_json(c));
   EXPECT_EQ(r.block_size, c.block_size);
   EXPECT_EQ(r.eta, c.eta);
@@ -44,6 +45,7 @@ TEST(ModditConfig, RoundTripsEveryField) {
   EXPECT_EQ(r.tau_e, c.tau_e);
   EXPECT_EQ(r.refresh, c.refresh);
   EXPECT_EQ(r.dense_layers, c.dense_layers);
+  EXPECT_EQ(r.device_step, c.device_step);
   // An empty object gives the defaults; a partial one overrides only its keys.
   const ModditConfig d = moddit_config_from_json("{}");
   EXPECT_EQ(moddit_config_to_json(d), moddit_config_to_json(ModditConfig{}));
@@ -72,6 +74,7 @@ TEST(ModditConfig, RejectsEveryBadKeyByName) {
   expect_error(R"({"dense_layers": 0})", "dense_layers");
   expect_error(R"({"dense_layers": [0, "1"]})", "dense_layers");
   expect_error(R"({"dense_layers": [-1]})", "dense_layers");
+  expect_error(R"({"device_step": 1})", "device_step");
   expect_error(R"([1, 2])", "object");
   expect_error(R"({"eta": )", "JSON");
 }
