@@ -28,6 +28,8 @@ class ModditPolicy : public Policy {
   std::string name() const override { return "moddit"; }
   Plan plan(const CallInfo& call) override;
   void observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) override;
+  // Dense layers and the dense warm-up steps (before the first record).
+  bool plain_dense(const CallInfo& call) const override;
 
   const ModditConfig& config() const;
   // Diagnostics for pictures and reports (empty vectors before the first fit):

@@ -59,6 +59,11 @@ class Policy {
   // block was not computed, in host memory (device memory when
   // plan.map_on_device); null unless plan.record_map.
   virtual void observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) {}
+  // True when plan(call) would run every head densely, record no map and change
+  // no state: a caller may then run its own dense attention instead (the
+  // diffusers adapter runs the model's SDPA, i.e. cuDNN or FlashAttention, for
+  // MOD-DiT's warm-up steps). False unless a policy knows better.
+  virtual bool plain_dense(const CallInfo& call) const { return false; }
 };
 
 // A plan that runs every head densely in one launch.

@@ -50,10 +50,21 @@ class Session {
   const SessionOptions& options() const { return options_; }
   Policy& policy() { return *policy_; }
   Backend& backend() { return *backend_; }
-  // Waits for the backend first when a device policy's densities are pending.
+  // Every call so far. Waits for the backend first when a device policy's
+  // densities are pending (they are known once the GPU has built the layouts).
   const std::vector<CallRecord>& history() const;
+  // The same without waiting: a pending density is NaN here.
+  const std::vector<CallRecord>& history_now() const { return history_; }
+  size_t history_size() const { return history_.size(); }
+  // Whether the policy would run `layer`'s next call (batch items from
+  // slot_begin; < 0: automatic) as plain dense attention with no map and no state
+  // change (Policy::plain_dense); the caller may then skip the call and run its
+  // own dense attention.
+  bool plain_dense(int layer, int batch, int slot_begin = -1) const;
 
  private:
+  CallInfo call_info(int layer, int batch, int slot) const;
+
   TokenLayout tokens_;
   SessionOptions options_;
   BlockGrid grid_;

@@ -213,9 +213,15 @@ class Session:
     history = property(lambda self: self._s.history)
     history_size = property(lambda self: self._s.history_size)
 
-    def history_since(self, first: int):
-        """The CallRecords from index `first` on."""
-        return self._s.history_since(int(first))
+    def history_since(self, first: int, wait: bool = True):
+        """The CallRecords from index `first` on; wait=False never waits for the
+        GPU (a density the GPU step reports later is NaN there)."""
+        return self._s.history_since(int(first), bool(wait))
+
+    def plain_dense(self, layer: int, batch: int, slot_begin: int = -1) -> bool:
+        """Whether the policy would run this call as plain dense attention with no
+        map and no state change: the caller may run its own dense attention."""
+        return self._s.plain_dense(int(layer), int(batch), int(slot_begin))
 
     def __repr__(self) -> str:
         return (f"<moddit.Session {self.policy.name()} on {self.backend.name}, "

@@ -597,13 +597,20 @@ class Session:
 
     @property
     def history(self) -> list[CallRecord]:
-        """Every call so far (a copy)."""
+        """Every call so far (a copy; waits for the GPU when densities are pending)."""
 
     @property
     def history_size(self) -> int: ...
 
-    def history_since(self, first: int) -> list[CallRecord]:
-        """The calls from index `first` on (cheap per-call bookkeeping)."""
+    def history_since(self, first: int, wait: bool = True) -> list[CallRecord]:
+        """
+        The calls from index `first` on. wait=False never waits for the GPU: a density the GPU step reports later is NaN there.
+        """
+
+    def plain_dense(self, layer: int, batch: int, slot_begin: int = -1) -> bool:
+        """
+        Whether the policy would run this call as plain dense attention without a map or state change (the caller may run its own dense attention instead).
+        """
 
 class VditMode(enum.Enum):
     FULL = 0

@@ -70,16 +70,33 @@ void bind_session(nb::module_& m) {
       .def_prop_ro("options", &Session::options)
       .def_prop_ro("policy", [](Session& s) { return &s.policy(); }, nb::rv_policy::reference_internal)
       .def_prop_ro("backend", [](Session& s) { return &s.backend(); }, nb::rv_policy::reference_internal)
-      .def_prop_ro("history", &Session::history, "Every call so far (a copy).")
-      .def_prop_ro("history_size", [](const Session& s) { return s.history().size(); })
+      .def_prop_ro(
+          "history",
+          [](const Session& s) {
+            nb::gil_scoped_release release;  // may wait for the GPU
+            return s.history();
+          },
+          "Every call so far (a copy; waits for the GPU when densities are pending).")
+      .def_prop_ro("history_size", &Session::history_size)
       .def(
           "history_since",
-          [](const Session& s, size_t first) {
-            const auto& h = s.history();
-            first = std::min(first, h.size());
-            return std::vector<CallRecord>(h.begin() + static_cast<std::ptrdiff_t>(first), h.end());
+          [](const Session& s, size_t first, bool wait) {
+            std::vector<CallRecord> out;
+            {
+              nb::gil_scoped_release release;
+              const auto& h = wait ? s.history() : s.history_now();
+              first = std::min(first, h.size());
+              out.assign(h.begin() + static_cast<std::ptrdiff_t>(first), h.end());
+            }
+            return out;
           },
-          nb::arg("first"), "The calls from index `first` on (cheap per-call bookkeeping).");
+          nb::arg("first"), nb::arg("wait") = true,
+          "The calls from index `first` on. wait=False never waits for the GPU: a density "
+          "the GPU step reports later is NaN there.")
+      .def("plain_dense", &Session::plain_dense, nb::arg("layer"), nb::arg("batch"),
+           nb::arg("slot_begin") = -1,
+           "Whether the policy would run this call as plain dense attention without a map or "
+           "state change (the caller may run its own dense attention instead).");
 }
 
 }  // namespace moddit::py

@@ -97,6 +97,13 @@ Plan ModditPolicy::plan(const CallInfo& call) {
   return plan;
 }
 
+bool ModditPolicy::plain_dense(const CallInfo& call) const {
+  const Impl& I = *impl_;
+  I.check_call(call);
+  return I.dense_layer[call.layer] ||
+         core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval) == CallKind::Dense;
+}
+
 void ModditPolicy::observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) {
   Impl& I = *impl_;
   I.check_call(call);

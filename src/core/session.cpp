@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 #include "core/video_mask.hpp"
 #include "moddit/error.hpp"
@@ -50,6 +51,29 @@ Session::Session(const TokenLayout& tokens, const SessionOptions& options,
   slots_used_.assign(static_cast<size_t>(options.num_layers), 0);
 }
 
+CallInfo Session::call_info(int layer, int batch, int slot) const {
+  CallInfo info;
+  info.step = step_;
+  info.num_steps = options_.num_steps;
+  info.layer = layer;
+  info.slot_begin = slot;
+  info.batch = batch;
+  info.num_heads = options_.num_heads;
+  info.head_dim = options_.head_dim;
+  info.tokens = &tokens_;
+  info.grid = &grid_;
+  info.backend = backend_.get();
+  return info;
+}
+
+bool Session::plain_dense(int layer, int batch, int slot_begin) const {
+  MODDIT_CHECK(layer >= 0 && layer < options_.num_layers, "plain_dense: layer ", layer,
+               " out of range [0, num_layers=", options_.num_layers, ")");
+  MODDIT_CHECK(batch > 0, "plain_dense: batch must be > 0, got ", batch);
+  const int slot = slot_begin < 0 ? slots_used_[static_cast<size_t>(layer)] : slot_begin;
+  return policy_->plain_dense(call_info(layer, batch, slot));
+}
+
 void Session::begin_step(int step) {
   MODDIT_CHECK(step >= 0 && step < options_.num_steps, "begin_step: step ", step,
                " out of range [0, num_steps=", options_.num_steps, ")");
@@ -83,17 +107,7 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
   const int slot = slot_begin < 0 ? used : slot_begin;
   used = std::max(used, slot + B);
 
-  CallInfo info;
-  info.step = step_;
-  info.num_steps = options_.num_steps;
-  info.layer = layer;
-  info.slot_begin = slot;
-  info.batch = B;
-  info.num_heads = H;
-  info.head_dim = options_.head_dim;
-  info.tokens = &tokens_;
-  info.grid = &grid_;
-  info.backend = backend_.get();
+  const CallInfo info = call_info(layer, B, slot);
 
   // Overhead = the policy's plan and observe plus this bookkeeping (plan checks,
   // density); the backend's work (map buffer, launches, copy back) is `seconds`.
@@ -185,6 +199,7 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
   rec.kind = plan.kind;
   rec.density = density_sum / H;
   if (!pending_density.empty()) {
+    rec.density = std::numeric_limits<double>::quiet_NaN();  // until history() waits for it
     PendingDensity pd;
     pd.record = history_.size();
     pd.known_sum = density_sum;

@@ -5,6 +5,7 @@
 // with the host engine on the GPU (tests/gpu/test_cuda_moddit_step.cpp).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "core/moddit_engine.hpp"
@@ -91,6 +92,8 @@ struct RunResult {
   std::vector<float> out;
   std::vector<uint8_t> mask;
   Device state_device = Device::CPU;
+  bool plain_dense_step0 = false, plain_dense_step1 = true;
+  std::vector<double> density_before_wait;  // history_now() right after each call
 };
 
 RunResult run(std::shared_ptr<Backend> backend, bool device_step) {
@@ -110,17 +113,22 @@ RunResult run(std::shared_ptr<Backend> backend, bool device_step) {
   c.target_density = 0.4;
   c.device_step = device_step;
   auto policy = std::make_shared<ModditPolicy>(c, 1, 2);
+  RunResult r;
   Session s(tok, o, backend, policy);
+  s.begin_step(0);
+  r.plain_dense_step0 = s.plain_dense(0, 2, 0);
+  s.begin_step(1);
+  r.plain_dense_step1 = s.plain_dense(0, 2, 0);
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.f, 1.f);
   const int64_t N = tok.total_tokens();
   HostTensor q(DType::F32, 2, N, 2, 16), k = q, v = q, out = q;
-  RunResult r;
   for (int step = 0; step < 9; ++step) {
     for (HostTensor* t : {&q, &k, &v})
       for (int64_t i = 0; i < t->numel(); ++i) t->f32()[i] = nd(rng);
     s.begin_step(step);
     s.attention(0, q.view(), k.view(), v.view(), out.view());
+    r.density_before_wait.push_back(s.history_now().back().density);
   }
   r.history = s.history();
   r.out.assign(out.f32(), out.f32() + out.numel());
@@ -146,6 +154,13 @@ TEST(DeviceStepPlumbing, SessionRunsADeviceEngineWithoutCopyingMaps) {
   }
   EXPECT_LT(dev.history.back().density, 0.99);
   EXPECT_EQ(dev.mask, host.mask);
+  // Before the wait a device density is NaN (sparse and refresh calls); the host's never.
+  EXPECT_TRUE(std::isnan(dev.density_before_wait.back()));
+  EXPECT_FALSE(std::isnan(dev.density_before_wait[1]));  // a record: dense, known
+  EXPECT_FALSE(std::isnan(host.density_before_wait.back()));
+  // Step 0 is a plain dense warm-up step (m = 3: records at 1 and 2); step 1 records.
+  EXPECT_TRUE(dev.plain_dense_step0);
+  EXPECT_FALSE(dev.plain_dense_step1);
   EXPECT_EQ(dev.out, host.out);
   core::register_device_engine(Device::CUDA, nullptr);
 }

@@ -81,6 +81,9 @@ def test_moddit_policy_end_to_end(name, make, inputs):
     assert steps == list(range(T))
     by_step = {s: {c.kind for c in ctl.calls if c.step == s} for s in steps}
     assert by_step[0] == {"dense"} and by_step[2] == {"record"}
+    # The warm-up's plain dense calls ran the model's own attention (no moddit launch).
+    assert all(c.launches == 0 for c in ctl.calls if c.step == 0)
+    assert all(c.launches > 0 for c in ctl.calls if c.step == 2)
     assert by_step[3] <= {"sparse", "refresh"} and by_step[4] <= {"sparse", "refresh"}
     sparse = [c.density for c in ctl.calls if c.kind in ("sparse", "refresh")]
     assert sparse and max(sparse) < 0.9 and min(sparse) > 0.0
@@ -88,6 +91,25 @@ def test_moddit_policy_end_to_end(name, make, inputs):
     assert all(c.batch == 2 for c in ctl.calls)
     text = str(md.summary(model))
     assert "time in attention" in text and "layer" in text
+    md.disable(model)
+
+
+def test_dense_calls_moddit_keeps_the_warm_up_on_moddit_kernels():
+    import torch
+    import moddit.diffusers as md
+
+    name, make, inputs = FAMILIES[0]
+    model = make()
+    x = inputs(torch)
+    with pytest.raises(ValueError, match="dense_calls"):
+        md.enable(model, policy="moddit", num_steps=4, dense_calls="cudnn")
+    md.enable(model, policy="moddit", num_steps=4, warmup_steps=3, block_size=64,
+              dense_calls="moddit")
+    ctl = model._moddit_state.controllers[0]
+    with torch.no_grad():
+        x["timestep"] = torch.tensor([999.0, 999.0])
+        model(**x)
+    assert ctl.calls and all(c.kind == "dense" and c.launches > 0 for c in ctl.calls)
     md.disable(model)
 
 

@@ -138,6 +138,10 @@ def test_adapter_on_cuda_dense_equals_original_and_moddit_runs():
         assert torch.isfinite(out.float()).all()
         s = md.summary(model)
         assert s.attention_seconds > 0 and s.mean_density is not None
+        # The densities the GPU step reported after each call were filled in.
+        ctl = model._moddit_state.controllers[0]
+        sparse = [c.density for c in ctl.calls if c.kind in ("sparse", "refresh")]
+        assert sparse and all(0.0 < d < 1.0 for d in sparse)
         md.disable(model)
 
 

@@ -27,6 +27,17 @@ class CallStat:
     launches: int
     timer: Any          # (start_event, end_event) on CUDA, seconds on the CPU
     overhead_seconds: float = 0.0
+    # (session, first record, records) while the density is still on the GPU (NaN).
+    pending: Optional[Tuple[Any, int, int]] = None
+
+    def resolve(self) -> None:
+        """Fills a density the GPU step reported after the call (waits for it)."""
+        if self.pending is None:
+            return
+        session, first, count = self.pending
+        recs = session.history_since(first)[:count]
+        self.density = sum(r.density * r.batch for r in recs) / max(1, sum(r.batch for r in recs))
+        self.pending = None
 
     def seconds(self) -> float:
         if isinstance(self.timer, tuple):
@@ -48,7 +59,14 @@ class Controller:
         self.model = model
         self.family = family
         self.tracker = tracker
-        self.policy_spec = (policy, config, dict(config_kw))
+        config_kw = dict(config_kw)
+        # Calls the policy runs as plain dense attention (MOD-DiT's warm-up) take
+        # the model's own attention (SDPA: cuDNN / FlashAttention), the fastest
+        # dense path; "moddit" keeps moddit's dense kernel for them.
+        self.dense_calls = str(config_kw.pop("dense_calls", "sdpa"))
+        if self.dense_calls not in ("sdpa", "moddit"):
+            raise ValueError(f"dense_calls must be 'sdpa' or 'moddit', got {self.dense_calls!r}")
+        self.policy_spec = (policy, config, config_kw)
         self.modules = family.attention_modules(model)
         self.num_layers = len(self.modules)
         first = self.modules[0]
@@ -56,6 +74,7 @@ class Controller:
         self.head_dim = int(first.to_q.out_features) // self.num_heads
         self.block_size = int(config_kw.get("block_size", 128))
         self.eta = float(config_kw.get("eta", 1e-4))
+
         # Dense-equivalent runs (policy "sdpa") use diffusers' own attention.
         self.use_moddit = not (isinstance(policy, str) and policy == "sdpa")
         self.recorder = None
@@ -178,14 +197,30 @@ class Controller:
             self.calls.append(CallStat(step, layer, B, "sdpa", 1.0, 1, timer.stop()))
             return out
 
-        out = torch.empty_like(q)
         position = self.family.text_position if text_tokens > 0 else "none"
+        runs = list(_runs(text_valid))
+        if self.dense_calls == "sdpa":
+            plain = True
+            b0 = 0
+            for b1, valid in runs:
+                session, last_step = self._session(
+                    self._tokens(frames, height, width, text_tokens, valid, position), q.device)
+                if last_step[0] != step:
+                    session.begin_step(step)
+                    last_step[0] = step
+                plain = plain and session.plain_dense(layer, b1 - b0, slot_begin + b0)
+                b0 = b1
+            if plain:
+                out = dense()
+                self.calls.append(CallStat(step, layer, B, "dense", 1.0, 0, timer.stop()))
+                return out
+
+        out = torch.empty_like(q)
         kind, density, launches, overhead = "dense", 0.0, 0, 0.0
+        pending = []
         b0 = 0
-        for b1, valid in _runs(text_valid):
-            tokens = _C.TokenLayout(frames=frames, height=height, width=width,
-                                    text_tokens=text_tokens, text_valid=valid,
-                                    text_position=position)
+        for b1, valid in runs:
+            tokens = self._tokens(frames, height, width, text_tokens, valid, position)
             session, last_step = self._session(tokens, q.device)
             if last_step[0] != step:
                 session.begin_step(step)
@@ -193,15 +228,28 @@ class Controller:
             before = session.history_size
             session.attention(layer, q[b0:b1], k[b0:b1], v[b0:b1], out[b0:b1],
                               slot_begin=slot_begin + b0, qkv_layout=qkv_layout)
-            for rec in session.history_since(before):
+            # No wait here: a density the GPU step computes arrives with the next sync.
+            recs = session.history_since(before, wait=False)
+            for rec in recs:
                 kind = _C_kind(rec.kind)
                 density += rec.density * rec.batch
                 launches += rec.launches
                 overhead += rec.overhead_seconds
+            pending.append((session, before, len(recs)))
             b0 = b1
-        self.calls.append(CallStat(step, layer, B, kind, density / B, launches, timer.stop(),
-                                   overhead))
+        stat = CallStat(step, layer, B, kind, density / B, launches, timer.stop(), overhead)
+        if density != density:  # NaN: resolved when the summary is made
+            stat.pending = pending[0] if len(pending) == 1 else None
+            if stat.pending is None:
+                stat.density = _resolve_runs(pending, B)
+        self.calls.append(stat)
         return out
+
+    @staticmethod
+    def _tokens(frames: int, height: int, width: int, text_tokens: int, valid: int,
+                position: str) -> _C.TokenLayout:
+        return _C.TokenLayout(frames=frames, height=height, width=width, text_tokens=text_tokens,
+                              text_valid=valid, text_position=position)
 
     def _text_valid_for(self, B: int, N: int, text_tokens: int,
                         key_mask: Optional[torch.Tensor]) -> List[int]:
@@ -219,6 +267,14 @@ class Controller:
                 counts = text.to(torch.int32).sum(1).tolist()
                 return [int(c) for c in (counts if len(counts) == B else counts * B)]
         return [text_tokens] * B
+
+
+def _resolve_runs(pending, batch: int) -> float:
+    """The density of a call split over several sessions (text lengths): waits."""
+    total = 0.0
+    for session, first, count in pending:
+        total += sum(r.density * r.batch for r in session.history_since(first)[:count])
+    return total / batch
 
 
 def _runs(values: List[int]):

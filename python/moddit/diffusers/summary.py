@@ -60,6 +60,8 @@ class Summary:
     @classmethod
     def from_controllers(cls, controllers) -> "Summary":
         calls = [c for ctl in controllers for c in ctl.calls]
+        for c in calls:
+            c.resolve()  # densities the GPU step reported after the call
         forwards = [f for ctl in controllers for f in ctl.forwards]
         policy = ", ".join(sorted({_policy_name(ctl) for ctl in controllers}))
         s = cls(policy=policy, steps=len({c.step for c in calls}))
