@@ -16,7 +16,9 @@ namespace moddit {
 // A block layout that already lives on the backend's device, built there by a
 // device policy (the MOD-DiT step on the GPU): the kernel reads it as is, with no
 // upload, no validation and no host copy. Same CSR as BlockLayout, plus the
-// schedule (rows longest first) the builder computed on the device.
+// schedule (rows longest first) the builder computed on the device. It is valid
+// for the call it was planned for: the builder reuses its buffers, in stream
+// order, for its next plan (download_layout it to keep it).
 struct DeviceLayout {
   int batch = 0, heads = 0, num_q_blocks = 0, num_k_blocks = 0;
   const int32_t* row_ptr = nullptr;  // rows() + 1 entries
