@@ -6,8 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <random>
+#include <thread>
+
+#if MODDIT_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
 
 #include "core/video_mask.hpp"
 #include "gpu_test_util.hpp"
@@ -256,6 +262,57 @@ TEST(CudaModditStep, ReportsACountAboveItsBlocksPairs) {
     EXPECT_NE(std::string(e.what()).find("exceeds"), std::string::npos) << e.what();
   }
 }
+
+#if MODDIT_WITH_CUDA
+void sleep_300ms(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(300)); }
+
+// Sparse and refresh calls queue the whole step and return: while the caller's
+// stream is held by a sleeping host callback, plan() and observe() come back with
+// the stream still busy (they never wait for the device).
+TEST(CudaModditStep, PlanAndObserveDoNotWaitForTheDevice) {
+  MODDIT_REQUIRE_GPU();
+  auto gpu = make_cuda_backend(0);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  gpu->set_stream(stream);
+  const TokenLayout tokens = video(6, 16, 24);
+  const BlockGrid grid = make_block_grid(tokens, 128);
+  const int n = grid.num_video_blocks, H = 2;
+  ModditConfig cfg;
+  cfg.warmup_steps = 3;
+  cfg.interval = 2;  // records 1, 2; sparse 3, 4; refresh 5
+  ModditPolicy dev(cfg, 1, H);
+  CallInfo c;
+  c.num_steps = 8;
+  c.batch = 1;
+  c.num_heads = H;
+  c.head_dim = 128;
+  c.tokens = &tokens;
+  c.grid = &grid;
+  c.backend = gpu.get();
+  std::mt19937 rng(9);
+  auto counts_dev = gpu->allocate(size_t(H) * n * n * 4);
+  for (int step = 1; step <= 2; ++step) {  // the references (uploads may wait: untested)
+    c.step = step;
+    const Plan p = dev.plan(c);
+    const std::vector<int32_t> counts = random_counts(rng, grid, 1, H, p);
+    gpu->copy_from_host(counts_dev.get(), counts.data(), counts.size() * 4);
+    dev.observe(c, p, static_cast<const int32_t*>(counts_dev.get()));
+  }
+  for (int step = 3; step <= 5; ++step) {
+    gpu->synchronize();
+    ASSERT_EQ(cudaLaunchHostFunc(stream, sleep_300ms, nullptr), cudaSuccess);
+    c.step = step;
+    const Plan p = dev.plan(c);
+    if (p.record_map) dev.observe(c, p, static_cast<const int32_t*>(counts_dev.get()));
+    EXPECT_EQ(cudaStreamQuery(stream), cudaErrorNotReady) << "step " << step << " waited";
+  }
+  gpu->synchronize();
+  EXPECT_EQ(dev.fits().size(), size_t(3 * H));
+  gpu->set_stream(nullptr);
+  cudaStreamDestroy(stream);
+}
+#endif
 
 TEST(CudaModditStep, StateCannotMoveBetweenHostAndDevice) {
   MODDIT_REQUIRE_GPU();

@@ -109,7 +109,8 @@ class Summary:
                      + (f" ({100 * self.attention_share:.1f}% of {self.forward_seconds:.3f} s in "
                         "the transformer)" if self.attention_share is not None else ""))
         if self.overhead_seconds:
-            lines.append(f"policy overhead (plan + observe): {self.overhead_seconds:.4f} s")
+            lines.append(f"policy host time (plan + observe; with the step on the GPU this "
+                         f"includes waiting for launch-queue room): {self.overhead_seconds:.4f} s")
         if self.dense_equivalent_seconds is not None:
             lines.append(f"dense attention, estimated from the warm-up steps: "
                          f"{self.dense_equivalent_seconds:.3f} s -> attention speedup "
