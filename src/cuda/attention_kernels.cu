@@ -4,6 +4,7 @@
 
 #include "cuda/attention_kernel.cuh"
 #include "cuda/attention_kernel_sm90.cuh"
+#include "cuda/attention_kernel_sm90_ws.cuh"
 #include "cuda/attention_launch.hpp"
 #include "moddit/error.hpp"
 
@@ -15,9 +16,26 @@ void check(cudaError_t e, const char* what) {
   MODDIT_CHECK(e == cudaSuccess, "cuda: ", what, ": ", cudaGetErrorString(e));
 }
 
+// The warp-specialised forward (D = 128, Hopper, 128-token blocks): one CTA per
+// SM, items round robin in the schedule's order.
+template <typename T>
+void launch_ws(const KernelArgs& args, int num_sms, cudaStream_t stream) {
+  auto kernel = attention_kernel_sm90_ws<T>;
+  const size_t smem = size_t(128 + 4 * kKeys90) * 128 * sizeof(T) + 1024;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+        "cudaFuncSetAttribute");
+  const int grid = std::max(1, std::min(args.num_items, num_sms));
+  kernel<<<grid, kWsThreads, smem, stream>>>(args);
+  check(cudaGetLastError(), "attention kernel launch");
+}
+
 template <int D, typename T, bool MAP>
-void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream) {
+void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream,
+                  bool warp_specialized) {
   const bool hopper = wgmma && args.p.max_block_len == 128;
+  if constexpr (D == 128 && !MAP) {
+    if (hopper && warp_specialized) return launch_ws<T>(args, num_sms, stream);
+  }
   auto kernel = hopper ? attention_kernel_sm90<D, T, MAP> : attention_kernel<D, T, MAP>;
   const int threads = args.p.max_block_len <= 64 ? 128 : 256;
   const size_t smem = hopper ? size_t(128 + (MAP ? 2 : 4) * kKeys90) * D * sizeof(T) + 1024
@@ -36,17 +54,17 @@ void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t 
 }
 
 template <bool MAP>
-void dispatch(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream) {
+void dispatch(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream, bool ws) {
   const AttentionParams& p = args.p;
   const bool bf16 = p.dtype == DType::BF16;
   MODDIT_CHECK(bf16 || p.dtype == DType::F16, "cuda attention: dtype ", to_string(p.dtype),
                " not supported (bf16, f16)");
   if (p.head_dim == 128) {
-    if (bf16) launch_typed<128, __nv_bfloat16, MAP>(args, wgmma, num_sms, stream);
-    else launch_typed<128, __half, MAP>(args, wgmma, num_sms, stream);
+    if (bf16) launch_typed<128, __nv_bfloat16, MAP>(args, wgmma, num_sms, stream, ws);
+    else launch_typed<128, __half, MAP>(args, wgmma, num_sms, stream, ws);
   } else if (p.head_dim == 64) {
-    if (bf16) launch_typed<64, __nv_bfloat16, MAP>(args, wgmma, num_sms, stream);
-    else launch_typed<64, __half, MAP>(args, wgmma, num_sms, stream);
+    if (bf16) launch_typed<64, __nv_bfloat16, MAP>(args, wgmma, num_sms, stream, ws);
+    else launch_typed<64, __half, MAP>(args, wgmma, num_sms, stream, ws);
   } else {
     MODDIT_CHECK(false, "cuda attention: head dim ", p.head_dim, " not supported (64, 128)");
   }
@@ -57,13 +75,13 @@ void dispatch(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stre
 void launch_forward(const AttentionParams& p, float* lse_out, const Schedule& s, int num_sms,
                     cudaStream_t stream) {
   KernelArgs args{p, s.order, s.num_items, s.counter, lse_out};
-  dispatch<false>(args, s.wgmma, num_sms, stream);
+  dispatch<false>(args, s.wgmma, num_sms, stream, s.warp_specialized);
 }
 
 void launch_map(const AttentionParams& p, const float* lse, const Schedule& s, int num_sms,
                 cudaStream_t stream) {
   KernelArgs args{p, s.order, s.num_items, s.counter, const_cast<float*>(lse)};
-  dispatch<true>(args, s.wgmma, num_sms, stream);
+  dispatch<true>(args, s.wgmma, num_sms, stream, false);
 }
 
 }  // namespace moddit::cuda

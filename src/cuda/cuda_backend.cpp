@@ -285,6 +285,7 @@ class CudaBackend final : public Backend {
     s.counter = static_cast<int*>(counter_.get());
     s.num_items = p.batch * p.num_sel_heads * p.num_blocks;
     s.wgmma = props_.major == 9 && use_wgmma_;
+    s.warp_specialized = use_ws_;
     if (call.layout) {
       const LayoutEntry& e = layout_entry(*call.layout, grid, p);
       p.layout_row_ptr = static_cast<const int32_t*>(e.row_ptr.get());
@@ -456,10 +457,15 @@ class CudaBackend final : public Backend {
     const char* e = std::getenv("MODDIT_CUDA_ORDER");
     return e && std::string(e) == "grouped";
   }();
-  // MODDIT_CUDA_KERNEL=sm80 runs the portable kernel on Hopper too (tests, comparisons).
+  // MODDIT_CUDA_KERNEL=sm80 runs the portable kernel on Hopper too, =sm90 the
+  // Hopper kernel without warp specialisation (tests, comparisons).
   bool use_wgmma_ = [] {
     const char* e = std::getenv("MODDIT_CUDA_KERNEL");
     return !(e && std::string(e) == "sm80");
+  }();
+  bool use_ws_ = [] {
+    const char* e = std::getenv("MODDIT_CUDA_KERNEL");
+    return !(e && std::string(e) == "sm90");
   }();
 };
 
