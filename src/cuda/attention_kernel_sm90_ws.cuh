@@ -1,5 +1,6 @@
 #pragma once
-// The warp-specialised Hopper forward kernel (D = 128, 128-token blocks, no map):
+// The warp-specialised Hopper forward kernel (launched for D = 128, 128-token
+// blocks, no map; for D = 64 it measured slower than the 2-CTA/SM lockstep kernel):
 // the sm90 kernel's tiles, wgmma products and softmax, but with the loads taken
 // out of the compute warps. A CTA is three warpgroups: a producer that copies Q,
 // K and V tiles with cp.async and signals each tile through an mbarrier, and two
@@ -55,10 +56,9 @@ __device__ __forceinline__ void set_max_regs_dec() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 
-template <typename T>
+template <int D, typename T>
 __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90_ws(const KernelArgs a) {
 #ifdef MODDIT_WGMMA
-  constexpr int D = 128;
   extern __shared__ __align__(1024) unsigned char smem_raw_ws[];
   T* sQ = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smem_raw_ws) + 1023) & ~uintptr_t(1023));
   T* sK = sQ + 128 * D;          // 2 stages of 128 x D

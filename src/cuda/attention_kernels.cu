@@ -20,7 +20,7 @@ void check(cudaError_t e, const char* what) {
 // SM, items round robin in the schedule's order.
 template <typename T>
 void launch_ws(const KernelArgs& args, int num_sms, cudaStream_t stream) {
-  auto kernel = attention_kernel_sm90_ws<T>;
+  auto kernel = attention_kernel_sm90_ws<128, T>;
   const size_t smem = size_t(128 + 4 * kKeys90) * 128 * sizeof(T) + 1024;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
         "cudaFuncSetAttribute");

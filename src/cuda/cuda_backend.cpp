@@ -157,11 +157,13 @@ class IntCache {
   std::list<DeviceInts> entries_;
 };
 
-// The schedule: work items (layout rows) longest first (cost = 64-key tiles), so
-// that the last wave of the persistent CTAs is made of the shortest rows.
-// `grouped` (MODDIT_CUDA_ORDER=grouped) keeps each (batch, head)'s rows together
-// instead (heads by total cost, rows by cost within), for L2 locality of K/V; on
-// H100 the two measured the same (docs/BENCHMARKS.md), so plain LPT is the default.
+// The schedule: the rows of each (batch, head) together, heads by total cost
+// (64-key tiles) largest first, rows by cost within a head largest first (ties in
+// index order). A head's K/V then stays in L2 while its rows run, and the last
+// wave is made of the cheapest work. On H100 with the warp-specialised forward this
+// beat plain longest-first over all rows by 5-15% on 14 of 16 sparse rows
+// (docs/BENCHMARKS.md); MODDIT_CUDA_ORDER=lpt keeps plain longest-first. The GPU
+// MOD-DiT step builds the same order (moddit_step.cu, schedule_rows).
 std::vector<int32_t> longest_first(const BlockLayout& l, const BlockGrid& grid, bool grouped) {
   const int64_t rows = l.rows();
   const int nb = l.num_q_blocks;
@@ -455,7 +457,7 @@ class CudaBackend final : public Backend {
   int64_t launches_ = 0;
   bool grouped_order_ = [] {
     const char* e = std::getenv("MODDIT_CUDA_ORDER");
-    return e && std::string(e) == "grouped";
+    return !(e && std::string(e) == "lpt");
   }();
   // MODDIT_CUDA_KERNEL=sm80 runs the portable kernel on Hopper too, =sm90 the
   // Hopper kernel without warp specialisation (tests, comparisons).

@@ -107,14 +107,13 @@ class DeviceEngine final : public core::ModditEngine {
     // stream, so they overwrite it only once the attention has read it. (A fresh
     // allocation per call made the pool grow and shrink around every
     // synchronisation while the host ran layers ahead: ~10 ms per call.)
-    const size_t sched = dense_refresh ? 0 : schedule_scratch_bytes(rows);
+    const size_t sched = dense_refresh ? 0 : schedule_scratch_bytes(rows, g.nb);
     Arena ar;
     const size_t o_entries = ar.add<int32_t>(size_t(rows));
     const size_t o_live = ar.add<int64_t>(size_t(tasks));
     const size_t o_row_ptr = ar.add<int32_t>(size_t(rows) + 1);
     const size_t o_col = ar.add<int32_t>(dense_refresh ? 0 : size_t(rows) * g.nb);
-    const size_t o_cost = ar.add<int32_t>(dense_refresh ? 0 : 2 * size_t(rows));
-    const size_t o_values = ar.add<int32_t>(dense_refresh ? 0 : size_t(rows));
+    const size_t o_cost = ar.add<int32_t>(dense_refresh ? 0 : size_t(rows));
     const size_t o_order = ar.add<int32_t>(dense_refresh ? 0 : size_t(rows));
     const size_t o_scratch = ar.add<char>(sched);
     std::shared_ptr<void> mem = scratch(ar.size());
@@ -163,8 +162,7 @@ class DeviceEngine final : public core::ModditEngine {
       launch_layout_rows(l, H, s);
     }
     int32_t* order = at<int32_t>(mem, o_order);
-    sort_rows_by_cost(at<int32_t>(mem, o_cost), at<int32_t>(mem, o_cost) + rows,
-                      at<int32_t>(mem, o_values), order, rows, at<char>(mem, o_scratch), sched, s);
+    schedule_rows(at<int32_t>(mem, o_cost), rows, g.nb, order, at<char>(mem, o_scratch), sched, s);
     std::shared_ptr<const float> density = next_density_slot();
     launch_density(at<int64_t>(mem, o_live), tasks, grid->total_area,
                    const_cast<float*>(density.get()), s);

@@ -437,16 +437,83 @@ void launch_layout_rows(const LayoutArgs& a, int heads, cudaStream_t stream) {
   check_launch("layout rows kernel");
 }
 
-size_t schedule_scratch_bytes(int64_t rows) {
-  size_t scan = 0, sort = 0;
+namespace {
+
+// The parts of schedule_rows' scratch: CUB's temporary storage, then the arrays.
+struct ScheduleParts {
+  size_t cub = 0, gcost = 0, gidx = 0, gorder = 0, gsorted = 0, grank = 0, key = 0, key_sorted = 0,
+         values = 0, total = 0;
+};
+
+size_t round256(size_t x) { return (x + 255) / 256 * 256; }
+
+ScheduleParts schedule_parts(int64_t rows, int nb) {
+  const int groups = int(rows / nb);
+  size_t scan = 0, sort_rows = 0, sort_groups = 0;
   cub::DeviceScan::InclusiveSum(nullptr, scan, static_cast<const int32_t*>(nullptr),
                                 static_cast<int32_t*>(nullptr), int(rows));
-  cub::DeviceRadixSort::SortPairsDescending(nullptr, sort, static_cast<const int32_t*>(nullptr),
+  cub::DeviceRadixSort::SortPairs(nullptr, sort_rows, static_cast<const uint64_t*>(nullptr),
+                                  static_cast<uint64_t*>(nullptr),
+                                  static_cast<const int32_t*>(nullptr),
+                                  static_cast<int32_t*>(nullptr), int(rows));
+  cub::DeviceRadixSort::SortPairsDescending(nullptr, sort_groups,
+                                            static_cast<const int32_t*>(nullptr),
                                             static_cast<int32_t*>(nullptr),
                                             static_cast<const int32_t*>(nullptr),
-                                            static_cast<int32_t*>(nullptr), int(rows));
-  return std::max(scan, sort);
+                                            static_cast<int32_t*>(nullptr), groups);
+  ScheduleParts p;
+  size_t at = round256(std::max({scan, sort_rows, sort_groups}));
+  auto take = [&](size_t& field, size_t bytes) {
+    field = at;
+    at += round256(bytes);
+  };
+  take(p.gcost, sizeof(int32_t) * groups);
+  take(p.gidx, sizeof(int32_t) * groups);
+  take(p.gorder, sizeof(int32_t) * groups);
+  take(p.gsorted, sizeof(int32_t) * groups);
+  take(p.grank, sizeof(int32_t) * groups);
+  take(p.key, sizeof(uint64_t) * rows);
+  take(p.key_sorted, sizeof(uint64_t) * rows);
+  take(p.values, sizeof(int32_t) * rows);
+  p.cub = round256(std::max({scan, sort_rows, sort_groups}));
+  p.total = at;
+  return p;
 }
+
+// A warp per group: its rows' total cost.
+__global__ void group_cost_kernel(const int32_t* cost, int nb, int groups, int32_t* gcost) {
+  const int gi = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (gi >= groups) return;
+  int acc = 0;
+  for (int r = lane; r < nb; r += 32) acc += cost[int64_t(gi) * nb + r];
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (lane == 0) gcost[gi] = acc;
+}
+
+__global__ void group_rank_kernel(const int32_t* gorder, int groups, int32_t* grank) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < groups; i += gridDim.x * blockDim.x)
+    grank[gorder[i]] = i;
+}
+
+// key = group rank (high word), then the cost descending (low word); values = rows.
+__global__ void row_key_kernel(const int32_t* cost, const int32_t* grank, int64_t rows, int nb,
+                               uint64_t* key, int32_t* values) {
+  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows;
+       r += int64_t(gridDim.x) * blockDim.x) {
+    key[r] = (uint64_t(uint32_t(grank[r / nb])) << 32) | uint32_t(0x7fffffff - cost[r]);
+    values[r] = int32_t(r);
+  }
+}
+
+int bits_for(int64_t x) {
+  int b = 1;
+  while ((int64_t(1) << b) <= x) ++b;
+  return b;
+}
+
+}  // namespace
+
+size_t schedule_scratch_bytes(int64_t rows, int nb) { return schedule_parts(rows, nb).total; }
 
 void scan_rows(const int32_t* row_entries, int32_t* row_ptr, int64_t rows, void* scratch,
                size_t scratch_bytes, cudaStream_t stream) {
@@ -458,14 +525,33 @@ void scan_rows(const int32_t* row_entries, int32_t* row_ptr, int64_t rows, void*
   MODDIT_CHECK(e == cudaSuccess, "cuda: layout row scan: ", cudaGetErrorString(e));
 }
 
-void sort_rows_by_cost(const int32_t* cost, int32_t* cost_sorted, int32_t* values, int32_t* order,
-                       int64_t rows, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
-  iota_kernel<<<int(std::min<int64_t>((rows + 255) / 256, 1024)), 256, 0, stream>>>(values, rows);
+void schedule_rows(const int32_t* cost, int64_t rows, int nb, int32_t* order, void* scratch,
+                   size_t scratch_bytes, cudaStream_t stream) {
+  const ScheduleParts p = schedule_parts(rows, nb);
+  MODDIT_CHECK(scratch_bytes >= p.total, "moddit step: schedule scratch too small");
+  char* base = static_cast<char*>(scratch);
+  auto at = [&](size_t off) { return reinterpret_cast<int32_t*>(base + off); };
+  const int groups = int(rows / nb);
+  size_t cub_bytes = p.cub;
+  group_cost_kernel<<<(groups + 7) / 8, 256, 0, stream>>>(cost, nb, groups, at(p.gcost));
+  check_launch("group cost kernel");
+  iota_kernel<<<int(std::min<int64_t>((groups + 255) / 256, 1024)), 256, 0, stream>>>(at(p.gidx), groups);
   check_launch("iota kernel");
-  // Costs are at most 2 * num_blocks tiles: sort only the bits they use.
-  const cudaError_t e = cub::DeviceRadixSort::SortPairsDescending(
-      scratch, scratch_bytes, cost, cost_sorted, values, order, int(rows), 0, 24, stream);
-  MODDIT_CHECK(e == cudaSuccess, "cuda: schedule sort: ", cudaGetErrorString(e));
+  cudaError_t e = cub::DeviceRadixSort::SortPairsDescending(
+      base, cub_bytes, at(p.gcost), at(p.gsorted), at(p.gidx), at(p.gorder), groups, 0, 31, stream);
+  MODDIT_CHECK(e == cudaSuccess, "cuda: schedule sort (groups): ", cudaGetErrorString(e));
+  group_rank_kernel<<<int(std::min((groups + 255) / 256, 1024)), 256, 0, stream>>>(at(p.gorder), groups,
+                                                                                  at(p.grank));
+  check_launch("group rank kernel");
+  uint64_t* key = reinterpret_cast<uint64_t*>(base + p.key);
+  uint64_t* key_sorted = reinterpret_cast<uint64_t*>(base + p.key_sorted);
+  row_key_kernel<<<int(std::min<int64_t>((rows + 255) / 256, 4096)), 256, 0, stream>>>(
+      cost, at(p.grank), rows, nb, key, at(p.values));
+  check_launch("row key kernel");
+  cub_bytes = p.cub;
+  e = cub::DeviceRadixSort::SortPairs(base, cub_bytes, key, key_sorted, at(p.values), order,
+                                      int(rows), 0, 32 + bits_for(groups), stream);
+  MODDIT_CHECK(e == cudaSuccess, "cuda: schedule sort (rows): ", cudaGetErrorString(e));
 }
 
 void launch_density(const int64_t* live_area, int count, double total_area, float* out,

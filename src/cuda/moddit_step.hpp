@@ -74,14 +74,16 @@ struct LayoutArgs {
 };
 void launch_layout_rows(const LayoutArgs& a, int heads, cudaStream_t stream);
 
-// Scratch bytes of build_schedule for `rows` rows.
-size_t schedule_scratch_bytes(int64_t rows);
-// row_ptr = [0, inclusive scan of row_entries]; order = rows by cost, largest
-// first, ties in row order (a stable radix sort); `values` is rows ints of scratch.
+// Scratch bytes of scan_rows and schedule_rows for `rows` rows of `nb` blocks.
+size_t schedule_scratch_bytes(int64_t rows, int nb);
+// row_ptr = [0, inclusive scan of row_entries].
 void scan_rows(const int32_t* row_entries, int32_t* row_ptr, int64_t rows, void* scratch,
                size_t scratch_bytes, cudaStream_t stream);
-void sort_rows_by_cost(const int32_t* cost, int32_t* cost_sorted, int32_t* values, int32_t* order,
-                       int64_t rows, void* scratch, size_t scratch_bytes, cudaStream_t stream);
+// order = the backend's schedule (cuda_backend.cpp, longest_first with groups):
+// each (batch, head)'s nb rows together, groups by total cost largest first, rows
+// by cost within a group largest first, ties in index order (stable radix sorts).
+void schedule_rows(const int32_t* cost, int64_t rows, int nb, int32_t* order, void* scratch,
+                   size_t scratch_bytes, cudaStream_t stream);
 
 // density = sum(live_area) / (count * total_area), written to `out` (pinned host).
 void launch_density(const int64_t* live_area, int count, double total_area, float* out,

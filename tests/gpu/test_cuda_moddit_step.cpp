@@ -2,7 +2,7 @@
 // (device_step on and off) are driven through the same schedule with the same
 // random map counts (the GPU copy in device memory, as a Session hands it over),
 // and must agree: fused maps exactly, fits to ~1e-9, NAEs, masks bit for bit,
-// layouts entry for entry, the schedule longest first, the density.
+// layouts entry for entry, the backend's schedule, the density.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -126,14 +126,24 @@ void run_case(const StepCase& sc, int seed) {
       const BlockLayout got = to_host(*gpu, *gd.device_layout, &order);
       EXPECT_EQ(got.row_ptr, gh.layout->row_ptr) << "step " << step;
       EXPECT_EQ(got.col_idx, gh.layout->col_idx) << "step " << step;
-      // Longest first in 64-key tiles, ties in row order: the host backend's schedule.
+      // The backend's schedule: each (batch, head)'s rows together, heads by total
+      // cost (64-key tiles) largest first, rows by cost within, ties in index order.
       std::vector<int32_t> cost(size_t(got.rows()));
       for (int64_t r = 0; r < got.rows(); ++r)
         for (int32_t e = got.row_ptr[r]; e < got.row_ptr[r + 1]; ++e)
           cost[r] += (grid.block_len(got.col_idx[e]) + 63) / 64;
-      std::vector<int32_t> want(cost.size());
-      for (size_t r = 0; r < want.size(); ++r) want[r] = int32_t(r);
-      std::stable_sort(want.begin(), want.end(), [&](int32_t a, int32_t b) { return cost[a] > cost[b]; });
+      const int nbk = grid.num_blocks(), groups = int(got.rows() / nbk);
+      std::vector<int64_t> gcost(size_t(groups), 0);
+      for (int64_t r = 0; r < got.rows(); ++r) gcost[r / nbk] += cost[r];
+      std::vector<int32_t> gorder(static_cast<size_t>(groups));
+      for (int gi = 0; gi < groups; ++gi) gorder[gi] = gi;
+      std::stable_sort(gorder.begin(), gorder.end(), [&](int32_t a, int32_t b) { return gcost[a] > gcost[b]; });
+      std::vector<int32_t> want;
+      for (int32_t gi : gorder) {
+        const size_t first = want.size();
+        for (int q = 0; q < nbk; ++q) want.push_back(gi * nbk + q);
+        std::stable_sort(want.begin() + first, want.end(), [&](int32_t a, int32_t b) { return cost[a] > cost[b]; });
+      }
       EXPECT_EQ(order, want) << "step " << step;
       gpu->synchronize();
       EXPECT_NEAR(*gd.device_layout->density_when_synced, core::layout_video_density(*gh.layout, grid),
