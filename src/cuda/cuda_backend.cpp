@@ -1,7 +1,7 @@
 // The CUDA backend: validates a call before any launch, keeps device copies of
 // the block grid, head subsets and layouts (cached by content, since a pipeline
-// reuses them call after call), builds the longest-first schedule and launches
-// the forward kernel and, when asked, the map pass.
+// reuses them call after call), builds the schedule (rows grouped by head,
+// longest first) and launches the forward kernel and, when asked, the map pass.
 //
 // Everything is queued on the caller's stream (set_stream): launches, memsets,
 // uploads, copies back, and allocations and frees too (a stream-ordered pool), so
