@@ -13,6 +13,7 @@
 // wgmma reads: each 64-column half of a [rows][D] tile is a region of rows x 128
 // bytes whose 16-byte chunks are XORed with (row % 8).
 #include "cuda/attention_kernel.cuh"
+#include "cuda/tile_math90.cuh"
 #include "cuda/wgmma.cuh"
 #include "cuda/work_item.cuh"
 
@@ -150,19 +151,10 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(co
       nxt = key_block(li + 2);
       wgmma_wait<0>();  // Q K^T (and the previous tile's P V)
 
-      const bool partial =
-          klen < kKeys90 || (kstart < p.key_pad_end && kstart + kKeys90 > p.key_pad_begin);
+      const bool partial = tile_is_partial(kstart, klen, kKeys90, p);
       if constexpr (MAP) {
-        if (partial) {  // keys past the block or padding: +inf is never below eta
-#pragma unroll
-          for (int j = 0; j < 16; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int kl = j * 8 + 2 * tq + (e & 1);
-              if (kl >= klen || !key_is_real(kstart + kl, p.key_pad_begin, p.key_pad_end))
-                s[j * 4 + e] = INFINITY;
-            }
-        }
+        // Keys past the block or padding: +inf is never below eta.
+        if (partial) mask_tile_keys(s, tq, kstart, klen, p, INFINITY);
         int count = 0;  // branch-free: one FMUL, FSETP and add per score
 #pragma unroll
         for (int j = 0; j < 16; ++j)
@@ -180,53 +172,10 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(co
           p.map_counts[((int64_t(b) * p.num_heads + h) * n + (qb - fvb)) * n + (kb - fvb)] = total;
         }
       } else {
-        if (partial) {  // keys past the block or text padding take no part
-#pragma unroll
-          for (int j = 0; j < 16; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int kl = j * 8 + 2 * tq + (e & 1);
-              if (kl >= klen || !key_is_real(kstart + kl, p.key_pad_begin, p.key_pad_end))
-                s[j * 4 + e] = -INFINITY;
-            }
-        }
-        // Online softmax in base 2 on raw scores: p = 2^(s * scale*log2(e) - m), m in
-        // scaled units; one FFMA and one MUFU.EX2 per score.
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          float mx = -INFINITY;
-#pragma unroll
-          for (int j = 0; j < 16; ++j) mx = fmaxf(mx, fmaxf(s[j * 4 + 2 * i], s[j * 4 + 2 * i + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float m_new = fmaxf(m_run[i], mx * scale_log2);
-          const float m_use = m_new == -INFINITY ? 0.f : m_new;
-          const float alpha = fast_exp2(m_run[i] - m_use);
-          m_run[i] = m_new;
-          float sum = 0.f;
-#pragma unroll
-          for (int j = 0; j < 16; ++j) {
-            s[j * 4 + 2 * i] = fast_exp2(fmaf(s[j * 4 + 2 * i], scale_log2, -m_use));
-            s[j * 4 + 2 * i + 1] = fast_exp2(fmaf(s[j * 4 + 2 * i + 1], scale_log2, -m_use));
-            sum += s[j * 4 + 2 * i] + s[j * 4 + 2 * i + 1];
-          }
-          l_run[i] = l_run[i] * alpha + sum;
-          if (__any_sync(0xffffffffu, alpha != 1.f)) {  // the row maxima moved: rescale O
-#pragma unroll
-            for (int j = 0; j < D / 8; ++j) {
-              o[j * 4 + 2 * i] *= alpha;
-              o[j * 4 + 2 * i + 1] *= alpha;
-            }
-          }
-        }
+        if (partial) mask_tile_keys(s, tq, kstart, klen, p, -INFINITY);  // no weight
+        online_softmax_tile<D>(s, o, m_run, l_run, scale_log2);
         uint32_t pa[8][4];
-#pragma unroll
-        for (int kk = 0; kk < 8; ++kk) {
-          pa[kk][0] = pack2<T>(s[(2 * kk) * 4 + 0], s[(2 * kk) * 4 + 1]);
-          pa[kk][1] = pack2<T>(s[(2 * kk) * 4 + 2], s[(2 * kk) * 4 + 3]);
-          pa[kk][2] = pack2<T>(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
-          pa[kk][3] = pack2<T>(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
-        }
+        pack_p<T>(s, pa);
         cp_async_wait<1>();  // V landed (the K prefetch may still fly)
         fence_proxy_async();
         __syncthreads();
@@ -245,24 +194,8 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(co
 
     if constexpr (!MAP) {
       T* Og = static_cast<T*>(p.out) + b * p.o_stride[0] + h * p.o_stride[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        float l = l_run[i];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        const int r = warp * 16 + g + i * 8;
-        if (r < qlen) {
-          T* orow = Og + int64_t(q0 + r) * p.o_stride[1];
-#pragma unroll
-          for (int j = 0; j < D / 8; ++j)
-            *reinterpret_cast<uint32_t*>(orow + j * 8 + 2 * tq) =
-                pack2<T>(o[j * 4 + 2 * i] * inv, o[j * 4 + 2 * i + 1] * inv);
-          if (a.lse && tq == 0)
-            a.lse[row_lse + q0 + r] =
-                l > 0.f ? (m_run[i] + log2f(l)) * 0.6931471805599453f : -INFINITY;
-        }
-      }
+      store_rows<D, T>(o, m_run, l_run, warp * 16 + g, tq, qlen, q0, Og, p.o_stride[1], a.lse,
+                       row_lse);
     }
   }
 #else

@@ -14,6 +14,7 @@
 // schedule's order, round robin over the persistent CTAs (every warp of a CTA
 // walks the same list, so no item needs broadcasting).
 #include "cuda/attention_kernel_sm90.cuh"
+#include "cuda/tile_math90.cuh"
 
 namespace moddit::cuda {
 
@@ -176,53 +177,10 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90_ws(const 
         if (li + 1 == hi) mbar_arrive(qempty);  // the item's last read of Q
       }
 
-      const bool partial =
-          klen < kKeys90 || (kcur < p.key_pad_end && kcur + kKeys90 > p.key_pad_begin);
-      if (partial) {
-#pragma unroll
-        for (int jj = 0; jj < 16; ++jj)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int kl = jj * 8 + 2 * tq + (e & 1);
-            if (kl >= klen || !key_is_real(kcur + kl, p.key_pad_begin, p.key_pad_end))
-              s[jj * 4 + e] = -INFINITY;
-          }
-      }
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int jj = 0; jj < 16; ++jj) mx = fmaxf(mx, fmaxf(s[jj * 4 + 2 * i], s[jj * 4 + 2 * i + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m_run[i], mx * scale_log2);
-        const float m_use = m_new == -INFINITY ? 0.f : m_new;
-        const float alpha = fast_exp2(m_run[i] - m_use);
-        m_run[i] = m_new;
-        float sum = 0.f;
-#pragma unroll
-        for (int jj = 0; jj < 16; ++jj) {
-          s[jj * 4 + 2 * i] = fast_exp2(fmaf(s[jj * 4 + 2 * i], scale_log2, -m_use));
-          s[jj * 4 + 2 * i + 1] = fast_exp2(fmaf(s[jj * 4 + 2 * i + 1], scale_log2, -m_use));
-          sum += s[jj * 4 + 2 * i] + s[jj * 4 + 2 * i + 1];
-        }
-        l_run[i] = l_run[i] * alpha + sum;
-        if (__any_sync(0xffffffffu, alpha != 1.f)) {
-#pragma unroll
-          for (int jj = 0; jj < D / 8; ++jj) {
-            o[jj * 4 + 2 * i] *= alpha;
-            o[jj * 4 + 2 * i + 1] *= alpha;
-          }
-        }
-      }
+      if (tile_is_partial(kcur, klen, kKeys90, p)) mask_tile_keys(s, tq, kcur, klen, p, -INFINITY);
+      online_softmax_tile<D>(s, o, m_run, l_run, scale_log2);
       uint32_t pa[8][4];
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk) {
-        pa[kk][0] = pack2<T>(s[(2 * kk) * 4 + 0], s[(2 * kk) * 4 + 1]);
-        pa[kk][1] = pack2<T>(s[(2 * kk) * 4 + 2], s[(2 * kk) * 4 + 3]);
-        pa[kk][2] = pack2<T>(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
-        pa[kk][3] = pack2<T>(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
-      }
+      pack_p<T>(s, pa);
       mbar_wait(vfull + 8 * st, ph);
       fence_proxy_async();
       wgmma_fence();
@@ -240,23 +198,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90_ws(const 
     }
 
     T* Og = static_cast<T*>(p.out) + w.b * p.o_stride[0] + w.h * p.o_stride[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      float l = l_run[i];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      const int r = cw * 16 + g + i * 8;
-      if (r < qlen) {
-        T* orow = Og + int64_t(q0 + r) * p.o_stride[1];
-#pragma unroll
-        for (int jj = 0; jj < D / 8; ++jj)
-          *reinterpret_cast<uint32_t*>(orow + jj * 8 + 2 * tq) =
-              pack2<T>(o[jj * 4 + 2 * i] * inv, o[jj * 4 + 2 * i + 1] * inv);
-        if (a.lse && tq == 0)
-          a.lse[row_lse + q0 + r] = l > 0.f ? (m_run[i] + log2f(l)) * 0.6931471805599453f : -INFINITY;
-      }
-    }
+    store_rows<D, T>(o, m_run, l_run, cw * 16 + g, tq, qlen, q0, Og, p.o_stride[1], a.lse, row_lse);
   }
   if (pingpong && c == 0) named_bar_sync(1, 256);  // consume consumer 1's last turn signal
 #else

@@ -71,6 +71,21 @@ double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num / std::max(den, 1e-300));
 }
 
+// One call of the schedule for driving a policy directly (as a Session would).
+CallInfo step_call(const TokenLayout& tokens, const BlockGrid& grid, Backend* backend, int heads,
+                   int batch, int step) {
+  CallInfo c;
+  c.step = step;
+  c.num_steps = 8;
+  c.batch = batch;
+  c.num_heads = heads;
+  c.head_dim = 128;
+  c.tokens = &tokens;
+  c.grid = &grid;
+  c.backend = backend;
+  return c;
+}
+
 // A device layout and its schedule, back on the host.
 BlockLayout to_host(Backend& gpu, const DeviceLayout& d, std::vector<int32_t>* order) {
   order->resize(size_t(d.rows()));
@@ -95,18 +110,7 @@ void run_case(const StepCase& sc, int seed) {
   host_cfg.device_step = false;
   ModditPolicy dev(cfg, 1, H), host(host_cfg, 1, H);
   std::mt19937 rng(seed);
-  auto info = [&](int step) {
-    CallInfo c;
-    c.step = step;
-    c.num_steps = 8;
-    c.batch = B;
-    c.num_heads = H;
-    c.head_dim = 128;
-    c.tokens = &sc.tokens;
-    c.grid = &grid;
-    c.backend = gpu.get();
-    return c;
-  };
+  auto info = [&](int step) { return step_call(sc.tokens, grid, gpu.get(), H, B, step); };
   auto counts_dev = gpu->allocate(size_t(B) * H * nn * 4);
   for (int step = 1; step < 7; ++step) {
     const CallInfo ci = info(step);
@@ -249,15 +253,7 @@ TEST(CudaModditStep, ReportsACountAboveItsBlocksPairs) {
   ModditConfig cfg;
   cfg.warmup_steps = 3;
   ModditPolicy dev(cfg, 1, 1);
-  CallInfo c;
-  c.step = 1;
-  c.num_steps = 8;
-  c.batch = 1;
-  c.num_heads = 1;
-  c.head_dim = 128;
-  c.tokens = &tokens;
-  c.grid = &grid;
-  c.backend = gpu.get();
+  CallInfo c = step_call(tokens, grid, gpu.get(), 1, 1, 1);
   const Plan plan = dev.plan(c);
   ASSERT_TRUE(plan.record_map && plan.map_on_device);
   std::vector<int32_t> counts(size_t(n) * n, 5);
@@ -292,14 +288,7 @@ TEST(CudaModditStep, PlanAndObserveDoNotWaitForTheDevice) {
   cfg.warmup_steps = 3;
   cfg.interval = 2;  // records 1, 2; sparse 3, 4; refresh 5
   ModditPolicy dev(cfg, 1, H);
-  CallInfo c;
-  c.num_steps = 8;
-  c.batch = 1;
-  c.num_heads = H;
-  c.head_dim = 128;
-  c.tokens = &tokens;
-  c.grid = &grid;
-  c.backend = gpu.get();
+  CallInfo c = step_call(tokens, grid, gpu.get(), H, 1, 1);
   std::mt19937 rng(9);
   auto counts_dev = gpu->allocate(size_t(H) * n * n * 4);
   for (int step = 1; step <= 2; ++step) {  // the references (uploads may wait: untested)
@@ -332,15 +321,7 @@ TEST(CudaModditStep, StateCannotMoveBetweenHostAndDevice) {
   ModditConfig cfg;
   cfg.warmup_steps = 3;
   ModditPolicy dev(cfg, 1, 1);
-  CallInfo c;
-  c.step = 1;
-  c.num_steps = 8;
-  c.batch = 1;
-  c.num_heads = 1;
-  c.head_dim = 128;
-  c.tokens = &tokens;
-  c.grid = &grid;
-  c.backend = gpu.get();
+  CallInfo c = step_call(tokens, grid, gpu.get(), 1, 1, 1);
   dev.plan(c);
   c.backend = nullptr;
   EXPECT_THROW(dev.plan(c), Error);
