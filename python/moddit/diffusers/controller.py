@@ -27,15 +27,16 @@ class CallStat:
     launches: int
     timer: Any          # (start_event, end_event) on CUDA, seconds on the CPU
     overhead_seconds: float = 0.0
-    # (session, first record, records) while the density is still on the GPU (NaN).
-    pending: Optional[Tuple[Any, int, int]] = None
+    # (session, first record, records) per session of the call while the density
+    # is still on the GPU (NaN).
+    pending: Optional[List[Tuple[Any, int, int]]] = None
 
     def resolve(self) -> None:
         """Fills a density the GPU step reported after the call (waits for it)."""
         if self.pending is None:
             return
-        session, first, count = self.pending
-        recs = session.history_since(first)[:count]
+        recs = [r for session, first, count in self.pending
+                for r in session.history_since(first)[:count]]
         self.density = sum(r.density * r.batch for r in recs) / max(1, sum(r.batch for r in recs))
         self.pending = None
 
@@ -197,34 +198,24 @@ class Controller:
             self.calls.append(CallStat(step, layer, B, "sdpa", 1.0, 1, timer.stop()))
             return out
 
+        # One session per run of batch items with the same text length, at this step.
         position = self.family.text_position if text_tokens > 0 else "none"
-        runs = list(_runs(text_valid))
-        if self.dense_calls == "sdpa":
-            plain = True
-            b0 = 0
-            for b1, valid in runs:
-                session, last_step = self._session(
-                    self._tokens(frames, height, width, text_tokens, valid, position), q.device)
-                if last_step[0] != step:
-                    session.begin_step(step)
-                    last_step[0] = step
-                plain = plain and session.plain_dense(layer, b1 - b0, slot_begin + b0)
-                b0 = b1
-            if plain:
-                out = dense()
-                self.calls.append(CallStat(step, layer, B, "dense", 1.0, 0, timer.stop()))
-                return out
+        parts = []
+        b0 = 0
+        for b1, valid in _runs(text_valid):
+            tokens = self._tokens(frames, height, width, text_tokens, valid, position)
+            parts.append((b0, b1, self._session_at(tokens, q.device, step)))
+            b0 = b1
+        if self.dense_calls == "sdpa" and all(
+                session.plain_dense(layer, b1 - b0, slot_begin + b0) for b0, b1, session in parts):
+            out = dense()
+            self.calls.append(CallStat(step, layer, B, "dense", 1.0, 0, timer.stop()))
+            return out
 
         out = torch.empty_like(q)
         kind, density, launches, overhead = "dense", 0.0, 0, 0.0
         pending = []
-        b0 = 0
-        for b1, valid in runs:
-            tokens = self._tokens(frames, height, width, text_tokens, valid, position)
-            session, last_step = self._session(tokens, q.device)
-            if last_step[0] != step:
-                session.begin_step(step)
-                last_step[0] = step
+        for b0, b1, session in parts:
             before = session.history_size
             session.attention(layer, q[b0:b1], k[b0:b1], v[b0:b1], out[b0:b1],
                               slot_begin=slot_begin + b0, qkv_layout=qkv_layout)
@@ -236,14 +227,19 @@ class Controller:
                 launches += rec.launches
                 overhead += rec.overhead_seconds
             pending.append((session, before, len(recs)))
-            b0 = b1
         stat = CallStat(step, layer, B, kind, density / B, launches, timer.stop(), overhead)
         if density != density:  # NaN: resolved when the summary is made
-            stat.pending = pending[0] if len(pending) == 1 else None
-            if stat.pending is None:
-                stat.density = _resolve_runs(pending, B)
+            stat.pending = pending
         self.calls.append(stat)
         return out
+
+    def _session_at(self, tokens: _C.TokenLayout, device: torch.device, step: int):
+        """The session of this token layout, told the current step."""
+        session, last_step = self._session(tokens, device)
+        if last_step[0] != step:
+            session.begin_step(step)
+            last_step[0] = step
+        return session
 
     @staticmethod
     def _tokens(frames: int, height: int, width: int, text_tokens: int, valid: int,
@@ -267,14 +263,6 @@ class Controller:
                 counts = text.to(torch.int32).sum(1).tolist()
                 return [int(c) for c in (counts if len(counts) == B else counts * B)]
         return [text_tokens] * B
-
-
-def _resolve_runs(pending, batch: int) -> float:
-    """The density of a call split over several sessions (text lengths): waits."""
-    total = 0.0
-    for session, first, count in pending:
-        total += sum(r.density * r.batch for r in session.history_since(first)[:count])
-    return total / batch
 
 
 def _runs(values: List[int]):
