@@ -16,38 +16,30 @@ void check(cudaError_t e, const char* what) {
   MODDIT_CHECK(e == cudaSuccess, "cuda: ", what, ": ", cudaGetErrorString(e));
 }
 
-// The warp-specialised forward (D = 128, Hopper, 128-token blocks): one CTA per
-// SM, items round robin in the schedule's order.
-template <typename T>
-void launch_ws(const KernelArgs& args, int num_sms, cudaStream_t stream) {
-  auto kernel = attention_kernel_sm90_ws<128, T>;
-  const size_t smem = size_t(128 + 4 * kKeys90) * 128 * sizeof(T) + 1024;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-        "cudaFuncSetAttribute");
-  const int grid = std::max(1, std::min(args.num_items, num_sms));
-  kernel<<<grid, kWsThreads, smem, stream>>>(args);
-  check(cudaGetLastError(), "attention kernel launch");
-}
-
+// Picks the kernel: on Hopper with 128-token blocks the warp-specialised forward
+// for D = 128 (unless `warp_specialized` is off) or the lockstep wgmma kernel, the
+// portable kernel otherwise. Persistent grid: as many CTAs as fit on the SMs.
 template <int D, typename T, bool MAP>
 void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream,
                   bool warp_specialized) {
   const bool hopper = wgmma && args.p.max_block_len == 128;
+  void (*kernel)(KernelArgs) = hopper ? attention_kernel_sm90<D, T, MAP> : attention_kernel<D, T, MAP>;
+  int threads = args.p.max_block_len <= 64 ? 128 : 256;
+  size_t smem = hopper ? size_t(128 + (MAP ? 2 : 4) * kKeys90) * D * sizeof(T) + 1024
+                       : size_t(kMaxQueryRows + (MAP ? 2 : 4) * kTileKeys) * D * sizeof(T);
   if constexpr (D == 128 && !MAP) {
-    if (hopper && warp_specialized) return launch_ws<T>(args, num_sms, stream);
+    if (hopper && warp_specialized) {  // items round robin: no work counter
+      kernel = attention_kernel_sm90_ws<D, T>;
+      threads = kWsThreads;
+    }
   }
-  auto kernel = hopper ? attention_kernel_sm90<D, T, MAP> : attention_kernel<D, T, MAP>;
-  const int threads = args.p.max_block_len <= 64 ? 128 : 256;
-  const size_t smem = hopper ? size_t(128 + (MAP ? 2 : 4) * kKeys90) * D * sizeof(T) + 1024
-                             : size_t(kMaxQueryRows + (MAP ? 2 : 4) * kTileKeys) * D * sizeof(T);
-  const int items = args.num_items;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
         "cudaFuncSetAttribute");
   int per_sm = 0;
   check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem),
         "occupancy");
   per_sm = std::max(per_sm, 1);
-  const int grid = std::max(1, std::min(items, num_sms * per_sm));
+  const int grid = std::max(1, std::min(args.num_items, num_sms * per_sm));
   check(cudaMemsetAsync(args.counter, 0, sizeof(int), stream), "reset work counter");
   kernel<<<grid, threads, smem, stream>>>(args);
   check(cudaGetLastError(), "attention kernel launch");

@@ -286,8 +286,8 @@ class CudaBackend final : public Backend {
     cuda::Schedule s;
     s.counter = static_cast<int*>(counter_.get());
     s.num_items = p.batch * p.num_sel_heads * p.num_blocks;
-    s.wgmma = props_.major == 9 && use_wgmma_;
-    s.warp_specialized = use_ws_;
+    s.wgmma = props_.major == 9 && kernel_choice_ != "sm80";
+    s.warp_specialized = kernel_choice_ != "sm90";
     if (call.layout) {
       const LayoutEntry& e = layout_entry(*call.layout, grid, p);
       p.layout_row_ptr = static_cast<const int32_t*>(e.row_ptr.get());
@@ -461,13 +461,9 @@ class CudaBackend final : public Backend {
   }();
   // MODDIT_CUDA_KERNEL=sm80 runs the portable kernel on Hopper too, =sm90 the
   // Hopper kernel without warp specialisation (tests, comparisons).
-  bool use_wgmma_ = [] {
+  std::string kernel_choice_ = [] {
     const char* e = std::getenv("MODDIT_CUDA_KERNEL");
-    return !(e && std::string(e) == "sm80");
-  }();
-  bool use_ws_ = [] {
-    const char* e = std::getenv("MODDIT_CUDA_KERNEL");
-    return !(e && std::string(e) == "sm90");
+    return std::string(e ? e : "");
   }();
 };
 
