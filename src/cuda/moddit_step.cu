@@ -439,30 +439,19 @@ void launch_layout_rows(const LayoutArgs& a, int heads, cudaStream_t stream) {
 
 namespace {
 
-// The parts of schedule_rows' scratch: CUB's temporary storage, then the arrays.
+// schedule_rows' scratch: its arrays at fixed offsets (arithmetic only, no CUB
+// query per call), then CUB's temporary storage in the rest.
 struct ScheduleParts {
-  size_t cub = 0, gcost = 0, gidx = 0, gorder = 0, gsorted = 0, grank = 0, key = 0, key_sorted = 0,
-         values = 0, total = 0;
+  size_t gcost = 0, gidx = 0, gorder = 0, gsorted = 0, grank = 0, key = 0, key_sorted = 0,
+         values = 0, cub = 0;
 };
 
 size_t round256(size_t x) { return (x + 255) / 256 * 256; }
 
 ScheduleParts schedule_parts(int64_t rows, int nb) {
-  const int groups = int(rows / nb);
-  size_t scan = 0, sort_rows = 0, sort_groups = 0;
-  cub::DeviceScan::InclusiveSum(nullptr, scan, static_cast<const int32_t*>(nullptr),
-                                static_cast<int32_t*>(nullptr), int(rows));
-  cub::DeviceRadixSort::SortPairs(nullptr, sort_rows, static_cast<const uint64_t*>(nullptr),
-                                  static_cast<uint64_t*>(nullptr),
-                                  static_cast<const int32_t*>(nullptr),
-                                  static_cast<int32_t*>(nullptr), int(rows));
-  cub::DeviceRadixSort::SortPairsDescending(nullptr, sort_groups,
-                                            static_cast<const int32_t*>(nullptr),
-                                            static_cast<int32_t*>(nullptr),
-                                            static_cast<const int32_t*>(nullptr),
-                                            static_cast<int32_t*>(nullptr), groups);
+  const size_t groups = size_t(rows / nb);
   ScheduleParts p;
-  size_t at = round256(std::max({scan, sort_rows, sort_groups}));
+  size_t at = 0;
   auto take = [&](size_t& field, size_t bytes) {
     field = at;
     at += round256(bytes);
@@ -472,11 +461,10 @@ ScheduleParts schedule_parts(int64_t rows, int nb) {
   take(p.gorder, sizeof(int32_t) * groups);
   take(p.gsorted, sizeof(int32_t) * groups);
   take(p.grank, sizeof(int32_t) * groups);
-  take(p.key, sizeof(uint64_t) * rows);
-  take(p.key_sorted, sizeof(uint64_t) * rows);
-  take(p.values, sizeof(int32_t) * rows);
-  p.cub = round256(std::max({scan, sort_rows, sort_groups}));
-  p.total = at;
+  take(p.key, sizeof(uint64_t) * size_t(rows));
+  take(p.key_sorted, sizeof(uint64_t) * size_t(rows));
+  take(p.values, sizeof(int32_t) * size_t(rows));
+  p.cub = at;
   return p;
 }
 
@@ -513,7 +501,24 @@ int bits_for(int64_t x) {
 
 }  // namespace
 
-size_t schedule_scratch_bytes(int64_t rows, int nb) { return schedule_parts(rows, nb).total; }
+// The arrays, then room for the largest CUB temporary (the scan of scan_rows uses
+// the whole scratch before the arrays are written).
+size_t schedule_scratch_bytes(int64_t rows, int nb) {
+  const int groups = int(rows / nb);
+  size_t scan = 0, sort_rows = 0, sort_groups = 0;
+  cub::DeviceScan::InclusiveSum(nullptr, scan, static_cast<const int32_t*>(nullptr),
+                                static_cast<int32_t*>(nullptr), int(rows));
+  cub::DeviceRadixSort::SortPairs(nullptr, sort_rows, static_cast<const uint64_t*>(nullptr),
+                                  static_cast<uint64_t*>(nullptr),
+                                  static_cast<const int32_t*>(nullptr),
+                                  static_cast<int32_t*>(nullptr), int(rows));
+  cub::DeviceRadixSort::SortPairsDescending(nullptr, sort_groups,
+                                            static_cast<const int32_t*>(nullptr),
+                                            static_cast<int32_t*>(nullptr),
+                                            static_cast<const int32_t*>(nullptr),
+                                            static_cast<int32_t*>(nullptr), groups);
+  return schedule_parts(rows, nb).cub + round256(std::max({scan, sort_rows, sort_groups}));
+}
 
 void scan_rows(const int32_t* row_entries, int32_t* row_ptr, int64_t rows, void* scratch,
                size_t scratch_bytes, cudaStream_t stream) {
@@ -528,17 +533,19 @@ void scan_rows(const int32_t* row_entries, int32_t* row_ptr, int64_t rows, void*
 void schedule_rows(const int32_t* cost, int64_t rows, int nb, int32_t* order, void* scratch,
                    size_t scratch_bytes, cudaStream_t stream) {
   const ScheduleParts p = schedule_parts(rows, nb);
-  MODDIT_CHECK(scratch_bytes >= p.total, "moddit step: schedule scratch too small");
+  MODDIT_CHECK(scratch_bytes > p.cub, "moddit step: schedule scratch too small");
   char* base = static_cast<char*>(scratch);
+  void* cub_temp = base + p.cub;
   auto at = [&](size_t off) { return reinterpret_cast<int32_t*>(base + off); };
   const int groups = int(rows / nb);
-  size_t cub_bytes = p.cub;
+  size_t cub_bytes = scratch_bytes - p.cub;
   group_cost_kernel<<<(groups + 7) / 8, 256, 0, stream>>>(cost, nb, groups, at(p.gcost));
   check_launch("group cost kernel");
   iota_kernel<<<int(std::min<int64_t>((groups + 255) / 256, 1024)), 256, 0, stream>>>(at(p.gidx), groups);
   check_launch("iota kernel");
   cudaError_t e = cub::DeviceRadixSort::SortPairsDescending(
-      base, cub_bytes, at(p.gcost), at(p.gsorted), at(p.gidx), at(p.gorder), groups, 0, 31, stream);
+      cub_temp, cub_bytes, at(p.gcost), at(p.gsorted), at(p.gidx), at(p.gorder), groups, 0, 31,
+      stream);
   MODDIT_CHECK(e == cudaSuccess, "cuda: schedule sort (groups): ", cudaGetErrorString(e));
   group_rank_kernel<<<int(std::min((groups + 255) / 256, 1024)), 256, 0, stream>>>(at(p.gorder), groups,
                                                                                   at(p.grank));
@@ -548,8 +555,8 @@ void schedule_rows(const int32_t* cost, int64_t rows, int nb, int32_t* order, vo
   row_key_kernel<<<int(std::min<int64_t>((rows + 255) / 256, 4096)), 256, 0, stream>>>(
       cost, at(p.grank), rows, nb, key, at(p.values));
   check_launch("row key kernel");
-  cub_bytes = p.cub;
-  e = cub::DeviceRadixSort::SortPairs(base, cub_bytes, key, key_sorted, at(p.values), order,
+  cub_bytes = scratch_bytes - p.cub;
+  e = cub::DeviceRadixSort::SortPairs(cub_temp, cub_bytes, key, key_sorted, at(p.values), order,
                                       int(rows), 0, 32 + bits_for(groups), stream);
   MODDIT_CHECK(e == cudaSuccess, "cuda: schedule sort (rows): ", cudaGetErrorString(e));
 }
