@@ -14,11 +14,11 @@ for r in barrier long_scoreboard wait math_pipe_throttle short_scoreboard mio_th
   M=$M,smsp__average_warps_issue_stalled_${r}_per_issue_active.ratio
 done
 # KERNEL=1 profiles the map pass (the instantiation with MAP = true) instead;
-# KNAME overrides the kernel-name filter (e.g. regex:sm90_ws for the
-# warp-specialised forward, whose name has no MAP flag).
+# KNAME overrides the kernel-name filter (the default matches the Hopper
+# kernel and the portable one: attention_kernel_sm90<D, T, (bool)MAP>).
 for d in ${DENS:-1 0.5}; do
   echo "== ${SHAPE:-wan} density $d ${MODDIT_CUDA_KERNEL:-} map=${KERNEL:-0}"
-  ncu --clock-control none --kernel-name-base demangled --kernel-name "${KNAME:-regex:attention.*bool.${KERNEL:-0}>}" \
+  ncu --clock-control none --kernel-name-base demangled --kernel-name "${KNAME:-regex:attention_kernel.*bool.${KERNEL:-0}>}" \
     --launch-skip 1 -c 1 --metrics "$M" \
     "$BUILD/cli/moddit" bench --shapes ${SHAPE:-wan} --densities $d --layouts random --iters 1 \
     $([ "${KERNEL:-0}" = 1 ] || echo --no-map) \

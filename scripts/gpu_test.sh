@@ -10,10 +10,8 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,
 bash "$ROOT/scripts/gpu_build.sh" "$BUILD" >"$LOG/build.log" 2>&1 || { tail -40 "$LOG/build.log"; exit 1; }
 grep -E "registers|spill" "$LOG/build.log" | head -20
 FILTER='^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|actual|straddl|error'
-echo "== test_gpu (default kernels: on Hopper the warp-specialised D=128 forward, wgmma otherwise)"
+echo "== test_gpu (default kernels: on Hopper the warp-specialised wgmma kernel)"
 "$BUILD/tests/test_gpu" 2>&1 | tee "$LOG/test_gpu.log" | grep -E "$FILTER" | head -60
-echo "== test_gpu (MODDIT_CUDA_KERNEL=sm90: the lockstep Hopper kernel for the D=128 forward too)"
-MODDIT_CUDA_KERNEL=sm90 "$BUILD/tests/test_gpu" 2>&1 | tee "$LOG/test_gpu_sm90.log" | grep -E "$FILTER" | head -30
 echo "== test_gpu (MODDIT_CUDA_KERNEL=sm80: the portable kernel)"
 MODDIT_CUDA_KERNEL=sm80 "$BUILD/tests/test_gpu" 2>&1 | tee "$LOG/test_gpu_sm80.log" | grep -E "$FILTER" | head -30
 if [ "${SANITIZE:-1}" = 1 ]; then

@@ -1,208 +1,441 @@
 #pragma once
-// The Hopper (sm_90a) variant of the block-sparse flash attention kernel: the
-// same work items, persistent scheduling, masking and map pass as the sm80
-// kernel (attention_kernel.cuh), but the two matrix products run on warpgroup
+// The Hopper (sm_90a) kernel, forward and map pass, D = 64 and 128, 128-token
+// blocks; the portable kernel (attention_kernel.cuh) covers the rest with the
+// same work items, masking and map rule. Both matrix products run on warpgroup
 // MMAs (wgmma): S = Q K^T with both operands in shared memory, O += P V with P
-// from registers and V read transposed from shared memory. A CTA is two
-// warpgroups of 64 query rows each (one 128-token query block) and walks the
-// row's live key blocks one whole 128-key block per tile, double-buffering K and
-// V through cp.async. Per tile: Q K^T is issued first and the copies of this V and
-// the next K run under it; the P V of a tile is waited for together with the next
-// tile's Q K^T; O is rescaled only when a row maximum moved. D = 64 runs two CTAs
-// per SM (128 registers), D = 128 one. Tiles use the 128-byte swizzled layout
-// wgmma reads: each 64-column half of a [rows][D] tile is a region of rows x 128
-// bytes whose 16-byte chunks are XORed with (row % 8).
-#include "cuda/attention_kernel.cuh"
+// from registers and V read transposed. A CTA is three warpgroups: a producer
+// that takes work items from the shared counter, copies Q, K (and V) tiles with
+// cp.async and signals each through an mbarrier, and two consumers of 64 query
+// rows each that wait for a tile, run their products and release the tile
+// through another mbarrier. No CTA-wide barrier is left in the loop, so one
+// consumer's softmax runs under the other's tensor-core work; within a consumer,
+// Q K^T of the next tile runs during the softmax (forward) or the count (map) of
+// this one; Q has two buffers, so the next item's Q loads during this item. The
+// producer gives its registers to the consumers (setmaxnreg); on dense forward
+// calls named barriers alternate the consumers' products (ping-pong). Why each
+// piece is there, with measurements: docs/BENCHMARKS.md, "Why the kernel is
+// short of the targets".
+#include "cuda/tile_io90.cuh"
+#include "cuda/sync90.cuh"
 #include "cuda/tile_math90.cuh"
-#include "cuda/wgmma.cuh"
-#include "cuda/work_item.cuh"
 
 namespace moddit::cuda {
 
-constexpr int kKeys90 = 128;  // keys per tile = one 128-token block
+constexpr int kWsThreads = 384;
 
-// Element offset of (row, 16-byte chunk) in a tile of R rows.
-template <int R>
-__device__ __forceinline__ int swz90(int row, int chunk) {
-  return (chunk >> 3) * (R * 64) + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
+// K (and V) tiles in flight: the map pass's tiles are short, so it needs more
+// (map, wan dense: 32 ms with 2 stages, 23 ms with 4, 24 ms with 6).
+template <int D, bool MAP>
+__host__ __device__ constexpr int ws_stages() {
+  return MAP ? 4 : 2;
 }
 
-// R rows by NT threads: thread t copies chunk t % (D/8) of rows t / (D/8) + k * step,
-// so the chunk, the swizzle phase and the address increments are fixed per thread.
-template <int D, typename T, int NT = 256, int R = 128>
-__device__ __forceinline__ void load_rows90(T* smem, const T* g, int64_t stride_n, int start,
-                                            int len, int tid) {
-  constexpr int kChunks = D / 8, kStep = NT / kChunks;
-  const int c = tid % kChunks, r0 = tid / kChunks;
-  const uint32_t dst = smem_addr(smem) + swz90<R>(r0, c) * 2;
-  const T* src = g + int64_t(start + r0) * stride_n + c * 8;
-  const int64_t src_step = int64_t(kStep) * stride_n;
+// Dynamic shared memory: two Q buffers (the next item's Q loads while this one
+// runs) and the K (and V) stages.
+template <int D, typename T, bool MAP>
+__host__ __device__ constexpr size_t ws_smem_bytes() {
+  return size_t(2 * 128 + (MAP ? 1 : 2) * ws_stages<D, MAP>() * kKeys90) * D * sizeof(T) + 1024;
+}
+
+// A work item as the producer publishes it (slot j % 2 for Q fill j), so that
+// the consumers never walk the layout themselves.
+struct WsItem {
+  int item;  // >= num_items: the end
+  int b, h, qb, q0, qlen, lo, hi;
+  const int32_t* live;
+};
+
+// Shared memory of one CTA: tile bases, barriers (+ 8 per stage or Q slot), the
+// published items, each stage's key block (start, length), and for the map pass
+// each Q slot's row LSE, each stage's count and the map entry it goes to.
+struct WsShared {
+  uint32_t q, k, v;
+  uint32_t kfull, kempty, vfull, vempty, qfull, qempty;
+  WsItem* item;
+  int2* tile;
+  float (*lse)[128];
+  unsigned* count;
+  int64_t* pending;
+};
+
+// Compiler-level fence on registers an in-flight wgmma reads or writes: keeps
+// the compiler from moving their reads and writes across the issue or the wait.
+template <int N>
+__device__ __forceinline__ void reg_fence(float (&r)[N]) {
 #pragma unroll
-  for (int k = 0; k < R / kStep; ++k) {
-    const bool ok = r0 + k * kStep < len;
-    cp_async16(dst + k * kStep * 128, ok ? src + k * src_step : g, ok);
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+__device__ __forceinline__ void reg_fence(uint32_t (&r)[8][4]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) asm volatile("" : "+r"(r[i][k])::"memory");
+}
+
+#ifdef MODDIT_WGMMA
+// S = Q K^T for consumer c's 64 rows of Q slot qs against the K tile in stage st.
+template <int D, typename T>
+__device__ __forceinline__ void issue_qk(float (&s)[64], const WsShared& sh, int qs, int c, int st) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const uint32_t off = ((kk >> 2) * 128 * 64) * 2 + (kk & 3) * 32;
+    const uint64_t da = gmma_desc(sh.q + qs * 128 * D * 2 + off + c * 64 * 128, 16, 1024);
+    const uint64_t db = gmma_desc(sh.k + st * kKeys90 * D * 2 + off, 16, 1024);
+    wgmma_ss<128, T>(s, da, db, kk > 0 ? 1 : 0);
   }
 }
-
-// wgmma shared-memory descriptor, 128-byte swizzle.
-__device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
-         (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
+// O += P V with the V tile in stage st.
+template <int D, typename T>
+__device__ __forceinline__ void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[8][4],
+                                         const WsShared& sh, int st) {
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk) {
+    const uint64_t dv = gmma_desc(sh.v + st * kKeys90 * D * 2 + kk * 16 * 128, 128 * 128, 1024);
+    wgmma_rs<D, T>(o, pa[kk], dv);
+  }
 }
+#endif
+
+// ---- producer ----------------------------------------------------------------
+// Thread 0 takes the next item from the counter (the map pass skips items with
+// no video query block), decodes it once and publishes it with its Q; the
+// warpgroup copies Q (and, for the map pass, the rows' LSE) into the item's Q
+// slot, then its key tiles, publishing each tile's key block. In the map pass
+// thread 0 also writes each tile's count to map_counts once the stage comes back
+// empty (all consumer warps counted it). Thread 0's plain arrivals (qfull, kfull
+// count 129) release what it wrote; the cp.async arrivals cover the copies.
+template <int D, typename T, bool MAP>
+__device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared& sh, T* sQ, T* sK,
+                                            T* sV, int tid) {
+  constexpr int S = ws_stages<D, MAP>();
+  const AttentionParams& p = a.p;
+  // MAP, thread 0: sh.pending[st] is the map entry of the tile in stage st (or
+  // -1), taken[st] the stage counter's value at its last flush.
+  unsigned taken[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) taken[s] = 0;
+  auto flush = [&](int st) {
+    if constexpr (MAP) {
+      if (tid != 0 || sh.pending[st] < 0) return;
+      const unsigned now = *static_cast<volatile unsigned*>(sh.count + st);
+#pragma unroll
+      for (int s = 0; s < S; ++s)
+        if (s == st) {
+          p.map_counts[sh.pending[st]] = int(now - taken[s]);
+          taken[s] = now;
+        }
+      sh.pending[st] = -1;
+    }
+  };
+  int it = 0;
+  for (int j = 0;; ++j) {
+    const int qs = j & 1;
+    WsItem wi;
+    if (tid == 0) {
+      WorkItem w;
+      do wi.item = atomicAdd(a.counter, 1);
+      while (wi.item < a.num_items &&
+             !decode_work_item<MAP>(p, a.order ? a.order[wi.item] : wi.item, w));
+      wi.b = w.b, wi.h = w.h, wi.qb = w.qb, wi.q0 = w.q0, wi.qlen = w.qlen;
+      wi.lo = w.lo, wi.hi = w.hi, wi.live = w.live;
+    }
+    mbar_wait(sh.qempty + 8 * qs, ((j >> 1) & 1) ^ 1);  // slot qs is free (fill j - 2 done)
+    if (tid == 0) sh.item[qs] = wi;
+    named_bar_sync(3, 128);
+    wi = sh.item[qs];
+    if (wi.item >= a.num_items) {  // wake the consumers to the end marker
+      mbar_arrive(sh.qfull + 8 * qs);
+      if (tid == 0) mbar_arrive(sh.qfull + 8 * qs);
+      break;
+    }
+    const T* Qg = static_cast<const T*>(p.q) + wi.b * p.q_stride[0] + wi.h * p.q_stride[2];
+    const T* Kg = static_cast<const T*>(p.k) + wi.b * p.k_stride[0] + wi.h * p.k_stride[2];
+    const T* Vg = static_cast<const T*>(p.v) + wi.b * p.v_stride[0] + wi.h * p.v_stride[2];
+    load_rows90<D, T, 128>(sQ + qs * 128 * D, Qg, p.q_stride[1], wi.q0, wi.qlen, tid);
+    if constexpr (MAP) {
+      const float* lse = a.lse + (int64_t(wi.b) * p.num_heads + wi.h) * p.seq_len + wi.q0;
+      cp_async4(smem_addr(&sh.lse[qs][tid]), tid < wi.qlen ? lse + tid : lse, tid < wi.qlen);
+    }
+    mbar_arrive_cp_async(sh.qfull + 8 * qs);
+    if (tid == 0) mbar_arrive(sh.qfull + 8 * qs);
+    const int64_t n = p.num_video_blocks;
+    const int64_t map_row = ((int64_t(wi.b) * p.num_heads + wi.h) * n + (wi.qb - p.first_video_block)) * n;
+    for (int li = wi.lo; li < wi.hi; ++li, ++it) {
+      const int st = it % S;
+      const uint32_t ph = (it / S) & 1;
+      const int kb = wi.live ? wi.live[li] : li;
+      const int start = p.block_starts[kb], len = p.block_starts[kb + 1] - start;
+      mbar_wait(sh.kempty + 8 * st, ph ^ 1);
+      if (tid == 0) sh.tile[st] = make_int2(start, len);
+      if constexpr (MAP) {
+        flush(st);
+        if (tid == 0) sh.pending[st] = map_row + kb - p.first_video_block;
+      }
+      load_rows90<D, T, 128>(sK + st * kKeys90 * D, Kg, p.k_stride[1], start, len, tid);
+      mbar_arrive_cp_async(sh.kfull + 8 * st);
+      if (tid == 0) mbar_arrive(sh.kfull + 8 * st);
+      if constexpr (!MAP) {
+        mbar_wait(sh.vempty + 8 * st, ph ^ 1);
+        load_rows90<D, T, 128>(sV + st * kKeys90 * D, Vg, p.v_stride[1], start, len, tid);
+        mbar_arrive_cp_async(sh.vfull + 8 * st);
+      }
+    }
+  }
+  if constexpr (MAP) {  // the last S tiles' counts
+#pragma unroll
+    for (int k = 0; k < S; ++k, ++it) {
+      const int st = it % S;
+      mbar_wait(sh.kempty + 8 * st, ((it / S) & 1) ^ 1);
+      flush(st);
+    }
+  }
+  cp_async_wait<0>();
+}
+
+#ifdef MODDIT_WGMMA
+// ---- forward consumer --------------------------------------------------------
+// Q K^T of tile t runs on the tensor cores together with P V of tile t - 1: the
+// softmax of tile t waits for the first only and O is rescaled after the second
+// (FlashAttention-3's intra-warpgroup overlap). The first tile of an item has
+// Q K^T alone, the last P V runs after the loop.
+template <int D, typename T>
+__device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const WsShared& sh, int c,
+                                                    int cw, int lane) {
+  constexpr int S = ws_stages<D, false>();
+  const AttentionParams& p = a.p;
+  const int g = lane >> 2, tq = lane & 3;
+  const bool leader = (threadIdx.x & 127) == 0;
+  const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  // Ping-pong (dense calls): consumer c issues its products only after the other
+  // consumer issued its own for the previous tile, so the two run half a tile
+  // apart and one's softmax overlaps the other's products. Consumer 0 goes
+  // first. Measured on H100: +2-4% dense, but -5% or so on sparse rows (a few
+  // tiles per item), which therefore let the consumers drift freely.
+  const bool pingpong = p.layout_row_ptr == nullptr;
+  if (pingpong && c == 1) named_bar_arrive(1, 256);
+  int it = 0;
+  for (int j = 0;; ++j) {
+    const int qs = j & 1;
+    mbar_wait(sh.qfull + 8 * qs, (j >> 1) & 1);
+    const WsItem w = sh.item[qs];
+    if (w.item >= a.num_items) break;
+    float o[D / 2];
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) o[x] = 0.f;
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    if (w.lo < w.hi) {
+      float s[64];
+      float alpha[2];
+      uint32_t pa[8][4];
+      int pst = it % S;  // the stage of the tile whose P V is pending
+      uint32_t pph = (it / S) & 1;
+      {
+        mbar_wait(sh.kfull + 8 * pst, pph);
+        const int2 key = sh.tile[pst];  // read before the stage is released
+        fence_proxy_async();  // cp.async writes -> wgmma (async proxy) reads
+        if (pingpong) named_bar_sync(1 + c, 256);
+        wgmma_fence();
+        issue_qk<D, T>(s, sh, qs, c, pst);
+        wgmma_commit();
+        if (pingpong) named_bar_arrive(2 - c, 256);
+        wgmma_wait<0>();
+        reg_fence(s);
+        mbar_arrive(sh.kempty + 8 * pst);
+        if (w.lo + 1 == w.hi) mbar_arrive(sh.qempty + 8 * qs);  // the item's last read of Q
+        if (tile_is_partial(key.x, key.y, kKeys90, p)) mask_tile_keys(s, tq, key.x, key.y, p, -INFINITY);
+        softmax_tile(s, m_run, l_run, scale_log2, alpha);  // O is still zero: no rescale
+        pack_p<T>(s, pa);
+        ++it;
+      }
+      for (int li = w.lo + 1; li < w.hi; ++li, ++it) {
+        const int st = it % S;
+        const uint32_t ph = (it / S) & 1;
+        mbar_wait(sh.kfull + 8 * st, ph);
+        const int2 key = sh.tile[st];
+        mbar_wait(sh.vfull + 8 * pst, pph);
+        fence_proxy_async();
+        if (pingpong) named_bar_sync(1 + c, 256);
+        wgmma_fence();
+        issue_qk<D, T>(s, sh, qs, c, st);
+        wgmma_commit();
+        issue_pv<D, T>(o, pa, sh, pst);
+        wgmma_commit();
+        if (pingpong) named_bar_arrive(2 - c, 256);
+        reg_fence(o);
+        wgmma_wait<1>();  // Q K^T of tile li; P V of the previous tile may still run
+        reg_fence(s);
+        mbar_arrive(sh.kempty + 8 * st);
+        if (li + 1 == w.hi) mbar_arrive(sh.qempty + 8 * qs);
+        if (tile_is_partial(key.x, key.y, kKeys90, p)) mask_tile_keys(s, tq, key.x, key.y, p, -INFINITY);
+        softmax_tile(s, m_run, l_run, scale_log2, alpha);
+        wgmma_wait<0>();
+        reg_fence(o);
+        reg_fence(pa);
+        if (leader) mbar_arrive(sh.vempty + 8 * pst);
+        rescale_o<D>(o, alpha);
+        pack_p<T>(s, pa);
+        pst = st;
+        pph = ph;
+      }
+      mbar_wait(sh.vfull + 8 * pst, pph);
+      fence_proxy_async();
+      wgmma_fence();
+      issue_pv<D, T>(o, pa, sh, pst);
+      wgmma_commit();
+      wgmma_wait<0>();
+      reg_fence(o);
+      if (leader) mbar_arrive(sh.vempty + 8 * pst);
+    } else {
+      mbar_arrive(sh.qempty + 8 * qs);  // an empty row never read Q
+    }
+    T* Og = static_cast<T*>(p.out) + w.b * p.o_stride[0] + w.h * p.o_stride[2];
+    store_rows<D, T>(o, m_run, l_run, cw * 16 + g, tq, w.qlen, w.q0, Og, p.o_stride[1], a.lse,
+                     (int64_t(w.b) * p.num_heads + w.h) * p.seq_len);
+  }
+  if (pingpong && c == 0) named_bar_sync(1, 256);  // consume consumer 1's last turn signal
+}
+
+// ---- map consumer ------------------------------------------------------------
+// Counts, per tile, the scores below eta (the rule of mask_policy.hpp) and adds
+// the warp's count to the stage's counter before releasing the stage (kempty
+// counts every consumer thread). Q K^T of the next tile is in flight meanwhile:
+// the two S buffers alternate, so the loop body is written out for each.
+__device__ __forceinline__ void count_tile(float (&s)[64], int2 key, const float (&lse_row)[2],
+                                           const AttentionParams& p, const WsShared& sh, int st,
+                                           int lane) {
+  if (tile_is_partial(key.x, key.y, kKeys90, p)) mask_tile_keys(s, lane & 3, key.x, key.y, p, INFINITY);
+  int count = count_below_eta(s, lse_row, p);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) count += __shfl_xor_sync(0xffffffffu, count, off);
+  if (lane == 0) atomicAdd_block(sh.count + st, unsigned(count));
+  mbar_arrive(sh.kempty + 8 * st);  // lane 0's arrival releases its add with the stage
+}
+
+template <int D, typename T>
+__device__ __forceinline__ void ws_consumer_map(const KernelArgs& a, const WsShared& sh, int c,
+                                                int cw, int lane) {
+  constexpr int S = ws_stages<D, true>();
+  const AttentionParams& p = a.p;
+  int it = 0;
+  for (int j = 0;; ++j) {
+    const int qs = j & 1;
+    mbar_wait(sh.qfull + 8 * qs, (j >> 1) & 1);
+    const WsItem w = sh.item[qs];
+    if (w.item >= a.num_items) break;
+    if (w.lo == w.hi) {
+      mbar_arrive(sh.qempty + 8 * qs);
+      continue;
+    }
+    float lse_row[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int r = cw * 16 + (lane >> 2) + i * 8;
+      lse_row[i] = r < w.qlen ? sh.lse[qs][r] : -INFINITY;  // -inf: counts nothing
+    }
+    float sa[64], sb[64];
+    int2 ka, kb;  // the key blocks of the tiles in sa and sb
+    // Issues Q K^T of fill t (its stage) into s; key gets the tile's key block.
+    auto issue = [&](float (&s)[64], int2& key, int t) {
+      mbar_wait(sh.kfull + 8 * (t % S), (t / S) & 1);
+      key = sh.tile[t % S];
+      fence_proxy_async();
+      wgmma_fence();
+      issue_qk<D, T>(s, sh, qs, c, t % S);
+      wgmma_commit();
+    };
+    auto count = [&](float (&s)[64], int2 key) {
+      reg_fence(s);
+      count_tile(s, key, lse_row, p, sh, it % S, lane);
+      ++it;
+    };
+    auto last_wait = [&] {
+      wgmma_wait<0>();
+      mbar_arrive(sh.qempty + 8 * qs);  // the item's last read of Q
+    };
+    // No branch between a wgmma's issue and its wait (ptxas would serialise
+    // them): two tiles per round while three or more remain, then the tail.
+    issue(sa, ka, it);
+    int li = w.lo;
+    for (; li + 2 < w.hi; li += 2) {
+      issue(sb, kb, it + 1);
+      wgmma_wait<1>();
+      count(sa, ka);
+      issue(sa, ka, it + 1);
+      wgmma_wait<1>();
+      count(sb, kb);
+    }
+    if (li + 1 < w.hi) {
+      issue(sb, kb, it + 1);
+      wgmma_wait<1>();
+      count(sa, ka);
+      last_wait();
+      count(sb, kb);
+    } else {
+      last_wait();
+      count(sa, ka);
+    }
+  }
+}
+#endif
 
 template <int D, typename T, bool MAP>
-__global__ void __launch_bounds__(256, D == 64 ? 2 : 1) attention_kernel_sm90(const KernelArgs a) {
+__global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const KernelArgs a) {
 #ifdef MODDIT_WGMMA
+  constexpr int S = ws_stages<D, MAP>();
   extern __shared__ __align__(1024) unsigned char smem_raw90[];
   T* sQ = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smem_raw90) + 1023) & ~uintptr_t(1023));
-  T* sK = sQ + 128 * D;          // 2 buffers of 128 x D
-  T* sV = sK + 2 * kKeys90 * D;  // 2 buffers (forward only)
-  __shared__ int s_item;
-  __shared__ int s_count[8];
+  T* sK = sQ + 2 * 128 * D;      // 2 Q slots of 128 x D, then S stages of 128 x D
+  T* sV = sK + S * kKeys90 * D;  // S stages (forward only)
+  __shared__ __align__(8) uint64_t bars[4 * S + 4];
+  __shared__ WsItem s_item[2];
+  __shared__ int2 s_tile[S];
+  __shared__ __align__(16) float s_lse[MAP ? 2 : 1][128];
+  __shared__ unsigned s_count[S];
+  __shared__ int64_t s_pending[S];
+  WsShared sh;
+  sh.q = smem_addr(sQ);
+  sh.k = smem_addr(sK);
+  sh.v = smem_addr(sV);
+  sh.kfull = smem_addr(&bars[0]);
+  sh.kempty = smem_addr(&bars[S]);
+  sh.vfull = smem_addr(&bars[2 * S]);
+  sh.vempty = smem_addr(&bars[3 * S]);
+  sh.qfull = smem_addr(&bars[4 * S]);
+  sh.qempty = smem_addr(&bars[4 * S + 2]);
+  sh.item = s_item;
+  sh.tile = s_tile;
+  sh.lse = s_lse;
+  sh.count = s_count;
+  sh.pending = s_pending;
 
-  const AttentionParams& p = a.p;
-  const int tid = threadIdx.x, nthreads = blockDim.x;
-  const int warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
-  const int g = lane >> 2, tq = lane & 3;
-  const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
-  const int fvb = p.first_video_block, nvb = p.num_video_blocks;
-  const uint32_t qa = smem_addr(sQ), ka = smem_addr(sK), va = smem_addr(sV);
-
-  for (;;) {
-    __syncthreads();
-    if (tid == 0) s_item = atomicAdd(a.counter, 1);
-    __syncthreads();
-    const int item = s_item;
-    if (item >= a.num_items) break;
-    const int row = a.order ? a.order[item] : item;
-    WorkItem w;
-    if (!decode_work_item<MAP>(p, row, w)) continue;
-    const int qb = w.qb, b = w.b, h = w.h, q0 = w.q0, qlen = w.qlen;
-    const int32_t* live = w.live;
-    const int lo = w.lo, hi = w.hi;
-    auto block_of = [&](int i) { return live ? live[i] : i; };
-
-    const T* Qg = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[2];
-    const T* Kg = static_cast<const T*>(p.k) + b * p.k_stride[0] + h * p.k_stride[2];
-    const T* Vg = static_cast<const T*>(p.v) + b * p.v_stride[0] + h * p.v_stride[2];
-    const int64_t row_lse = (int64_t(b) * p.num_heads + h) * p.seq_len;
-
-    // The key block of tile li + 1 is read one tile ahead (index, start, end), so
-    // the dependent loads of the live list never sit before a K copy.
-    struct KeyBlock { int kb, start, end; };
-    auto key_block = [&](int i) {
-      KeyBlock k{0, 0, 0};
-      if (i < hi) {
-        k.kb = block_of(i);
-        k.start = p.block_starts[k.kb];
-        k.end = p.block_starts[k.kb + 1];
-      }
-      return k;
-    };
-    KeyBlock cur = key_block(lo);
-    load_rows90<D, T>(sQ, Qg, p.q_stride[1], q0, qlen, tid);
-    if (lo < hi) load_rows90<D, T>(sK, Kg, p.k_stride[1], cur.start, cur.end - cur.start, tid);
-    KeyBlock nxt = key_block(lo + 1);
-    cp_async_commit();
-
-    float o[MAP ? 1 : D / 2];
-    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
-    float lse_row[2] = {0.f, 0.f};
-    if constexpr (!MAP) {
-#pragma unroll
-      for (int j = 0; j < D / 2; ++j) o[j] = 0.f;
-    } else {
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int r = warp * 16 + g + i * 8;
-        lse_row[i] = r < qlen ? a.lse[row_lse + q0 + r] : -INFINITY;
-      }
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+  if (tid == 0) {
+    for (int s = 0; s < S; ++s) {
+      mbar_init(sh.kfull + 8 * s, 129);           // the producer's copies + thread 0's tile info
+      mbar_init(sh.kempty + 8 * s, 256);          // every consumer thread, after its reads
+      mbar_init(sh.vfull + 8 * s, 128);
+      mbar_init(sh.vempty + 8 * s, 2);            // each consumer's leader (only wgmma reads V)
+      s_count[s] = 0;
+      s_pending[s] = -1;
     }
-    int buf = 0;
-    for (int li = lo; li < hi; ++li) {
-      const int kb = cur.kb;
-      const int kstart = cur.start;
-      const int klen = cur.end - cur.start;
-
-      cp_async_wait<0>();
-      fence_proxy_async();  // cp.async writes -> wgmma (async proxy) reads
-      __syncthreads();
-      // Q K^T first, then the copies of the next tiles while it runs on the tensor cores
-      // (they write the other buffers: V[buf], K[buf ^ 1]).
-      float s[64];
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const uint32_t off = ((kk >> 2) * 128 * 64) * 2 + (kk & 3) * 32;
-        const uint64_t da = gmma_desc(qa + off + wg * 64 * 128, 16, 1024);
-        const uint64_t db = gmma_desc(ka + buf * kKeys90 * D * 2 + off, 16, 1024);
-        wgmma_ss<128, T>(s, da, db, kk > 0 ? 1 : 0);
-      }
-      wgmma_commit();
-      if constexpr (!MAP) {
-        load_rows90<D, T>(sV + buf * kKeys90 * D, Vg, p.v_stride[1], kstart, klen, tid);
-        cp_async_commit();
-      }
-      if (li + 1 < hi)
-        load_rows90<D, T>(sK + (buf ^ 1) * kKeys90 * D, Kg, p.k_stride[1], nxt.start,
-                          nxt.end - nxt.start, tid);
-      cp_async_commit();
-      cur = nxt;
-      nxt = key_block(li + 2);
-      wgmma_wait<0>();  // Q K^T (and the previous tile's P V)
-
-      const bool partial = tile_is_partial(kstart, klen, kKeys90, p);
-      if constexpr (MAP) {
-        // Keys past the block or padding: +inf is never below eta.
-        if (partial) mask_tile_keys(s, tq, kstart, klen, p, INFINITY);
-        int count = 0;  // branch-free: one FMUL, FSETP and add per score
-#pragma unroll
-        for (int j = 0; j < 16; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            count += int(below_eta(s[j * 4 + e] * p.softmax_scale, lse_row[e >> 1], p.log_eta));
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) count += __shfl_xor_sync(0xffffffffu, count, off);
-        if (lane == 0) s_count[warp] = count;
-        __syncthreads();
-        if (tid == 0) {
-          int total = 0;
-          for (int w = 0; w < (nthreads >> 5); ++w) total += s_count[w];
-          const int64_t n = nvb;
-          p.map_counts[((int64_t(b) * p.num_heads + h) * n + (qb - fvb)) * n + (kb - fvb)] = total;
-        }
-      } else {
-        if (partial) mask_tile_keys(s, tq, kstart, klen, p, -INFINITY);  // no weight
-        online_softmax_tile<D>(s, o, m_run, l_run, scale_log2);
-        uint32_t pa[8][4];
-        pack_p<T>(s, pa);
-        cp_async_wait<1>();  // V landed (the K prefetch may still fly)
-        fence_proxy_async();
-        __syncthreads();
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 8; ++kk) {
-          const uint64_t dv = gmma_desc(va + buf * kKeys90 * D * 2 + kk * 16 * 128, 128 * 128, 1024);
-          wgmma_rs<D, T>(o, pa[kk], dv);
-        }
-        wgmma_commit();  // waited for with the next tile's Q K^T (or after the loop)
-      }
-      buf ^= 1;
-    }
-    wgmma_wait<0>();
-    cp_async_wait<0>();
-
-    if constexpr (!MAP) {
-      T* Og = static_cast<T*>(p.out) + b * p.o_stride[0] + h * p.o_stride[2];
-      store_rows<D, T>(o, m_run, l_run, warp * 16 + g, tq, qlen, q0, Og, p.o_stride[1], a.lse,
-                       row_lse);
+    for (int q = 0; q < 2; ++q) {
+      mbar_init(sh.qfull + 8 * q, 129);  // the producer's copies + thread 0's item
+      mbar_init(sh.qempty + 8 * q, 256);  // every consumer thread, after its reads
     }
   }
+  __syncthreads();
+
+  if (wg == 0) {
+    set_max_regs_dec<40>();
+    ws_producer<D, T, MAP>(a, sh, sQ, sK, sV, tid);
+    return;
+  }
+  set_max_regs_inc<232>();
+  if constexpr (MAP) ws_consumer_map<D, T>(a, sh, wg - 1, warp - 4, lane);
+  else ws_consumer_forward<D, T>(a, sh, wg - 1, warp - 4, lane);
 #else
-  __trap();  // built for another architecture: the launcher only picks this on sm_90a
+  __trap();
 #endif
 }
-
-
 
 }  // namespace moddit::cuda

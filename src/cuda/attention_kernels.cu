@@ -4,7 +4,6 @@
 
 #include "cuda/attention_kernel.cuh"
 #include "cuda/attention_kernel_sm90.cuh"
-#include "cuda/attention_kernel_sm90_ws.cuh"
 #include "cuda/attention_launch.hpp"
 #include "moddit/error.hpp"
 
@@ -16,22 +15,19 @@ void check(cudaError_t e, const char* what) {
   MODDIT_CHECK(e == cudaSuccess, "cuda: ", what, ": ", cudaGetErrorString(e));
 }
 
-// Picks the kernel: on Hopper with 128-token blocks the warp-specialised forward
-// for D = 128 (unless `warp_specialized` is off) or the lockstep wgmma kernel, the
-// portable kernel otherwise. Persistent grid: as many CTAs as fit on the SMs.
+// Picks the kernel: on Hopper with 128-token blocks the warp-specialised wgmma
+// kernel, the portable kernel otherwise. Persistent grid: as many CTAs as fit on
+// the SMs.
 template <int D, typename T, bool MAP>
-void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream,
-                  bool warp_specialized) {
+void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream) {
   const bool hopper = wgmma && args.p.max_block_len == 128;
-  void (*kernel)(KernelArgs) = hopper ? attention_kernel_sm90<D, T, MAP> : attention_kernel<D, T, MAP>;
+  void (*kernel)(KernelArgs) = attention_kernel<D, T, MAP>;
   int threads = args.p.max_block_len <= 64 ? 128 : 256;
-  size_t smem = hopper ? size_t(128 + (MAP ? 2 : 4) * kKeys90) * D * sizeof(T) + 1024
-                       : size_t(kMaxQueryRows + (MAP ? 2 : 4) * kTileKeys) * D * sizeof(T);
-  if constexpr (D == 128 && !MAP) {
-    if (hopper && warp_specialized) {  // items round robin: no work counter
-      kernel = attention_kernel_sm90_ws<D, T>;
-      threads = kWsThreads;
-    }
+  size_t smem = size_t(kMaxQueryRows + (MAP ? 2 : 4) * kTileKeys) * D * sizeof(T);
+  if (hopper) {
+    kernel = attention_kernel_sm90<D, T, MAP>;
+    threads = kWsThreads;
+    smem = ws_smem_bytes<D, T, MAP>();
   }
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
         "cudaFuncSetAttribute");
@@ -46,17 +42,17 @@ void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t 
 }
 
 template <bool MAP>
-void dispatch(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream, bool ws) {
+void dispatch(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stream) {
   const AttentionParams& p = args.p;
   const bool bf16 = p.dtype == DType::BF16;
   MODDIT_CHECK(bf16 || p.dtype == DType::F16, "cuda attention: dtype ", to_string(p.dtype),
                " not supported (bf16, f16)");
   if (p.head_dim == 128) {
-    if (bf16) launch_typed<128, __nv_bfloat16, MAP>(args, wgmma, num_sms, stream, ws);
-    else launch_typed<128, __half, MAP>(args, wgmma, num_sms, stream, ws);
+    if (bf16) launch_typed<128, __nv_bfloat16, MAP>(args, wgmma, num_sms, stream);
+    else launch_typed<128, __half, MAP>(args, wgmma, num_sms, stream);
   } else if (p.head_dim == 64) {
-    if (bf16) launch_typed<64, __nv_bfloat16, MAP>(args, wgmma, num_sms, stream, ws);
-    else launch_typed<64, __half, MAP>(args, wgmma, num_sms, stream, ws);
+    if (bf16) launch_typed<64, __nv_bfloat16, MAP>(args, wgmma, num_sms, stream);
+    else launch_typed<64, __half, MAP>(args, wgmma, num_sms, stream);
   } else {
     MODDIT_CHECK(false, "cuda attention: head dim ", p.head_dim, " not supported (64, 128)");
   }
@@ -67,13 +63,13 @@ void dispatch(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stre
 void launch_forward(const AttentionParams& p, float* lse_out, const Schedule& s, int num_sms,
                     cudaStream_t stream) {
   KernelArgs args{p, s.order, s.num_items, s.counter, lse_out};
-  dispatch<false>(args, s.wgmma, num_sms, stream, s.warp_specialized);
+  dispatch<false>(args, s.wgmma, num_sms, stream);
 }
 
 void launch_map(const AttentionParams& p, const float* lse, const Schedule& s, int num_sms,
                 cudaStream_t stream) {
   KernelArgs args{p, s.order, s.num_items, s.counter, const_cast<float*>(lse)};
-  dispatch<true>(args, s.wgmma, num_sms, stream, false);
+  dispatch<true>(args, s.wgmma, num_sms, stream);
 }
 
 }  // namespace moddit::cuda

@@ -18,7 +18,6 @@ struct Schedule {
   int num_items = 0;
   int* counter = nullptr;
   bool wgmma = false;  // Hopper (sm_90a) kernels; 128-token blocks only
-  bool warp_specialized = true;  // with wgmma: the producer/consumer forward for D = 128
 };
 
 // Forward pass: out and (if p.lse) the row LSE. `lse_out` must be non-null when a

@@ -286,8 +286,7 @@ class CudaBackend final : public Backend {
     cuda::Schedule s;
     s.counter = static_cast<int*>(counter_.get());
     s.num_items = p.batch * p.num_sel_heads * p.num_blocks;
-    s.wgmma = props_.major == 9 && kernel_choice_ != "sm80";
-    s.warp_specialized = kernel_choice_ != "sm90";
+    s.wgmma = props_.major == 9 && !portable_kernel_;
     if (call.layout) {
       const LayoutEntry& e = layout_entry(*call.layout, grid, p);
       p.layout_row_ptr = static_cast<const int32_t*>(e.row_ptr.get());
@@ -459,11 +458,10 @@ class CudaBackend final : public Backend {
     const char* e = std::getenv("MODDIT_CUDA_ORDER");
     return !(e && std::string(e) == "lpt");
   }();
-  // MODDIT_CUDA_KERNEL=sm80 runs the portable kernel on Hopper too, =sm90 the
-  // Hopper kernel without warp specialisation (tests, comparisons).
-  std::string kernel_choice_ = [] {
+  // MODDIT_CUDA_KERNEL=sm80 runs the portable kernel on Hopper too (tests, comparisons).
+  bool portable_kernel_ = [] {
     const char* e = std::getenv("MODDIT_CUDA_KERNEL");
-    return std::string(e ? e : "");
+    return e && std::string(e) == "sm80";
   }();
 };
 

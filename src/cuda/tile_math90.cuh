@@ -1,6 +1,6 @@
 #pragma once
-// The per-tile register math both Hopper kernels share (attention_kernel_sm90.cuh,
-// attention_kernel_sm90_ws.cuh), on the wgmma m64n128 accumulator layout: a
+// The per-tile register math of the Hopper kernel (attention_kernel_sm90.cuh), on
+// the wgmma m64n128 accumulator layout: a
 // thread holds rows g and g + 8 of its warp's 16 and, for key tile column j
 // (8 keys), keys j*8 + 2*tq and +1: s[j*4 + 2*i + {0,1}] is row i's pair.
 // O has the same layout over D columns: o[j*4 + 2*i + {0,1}], j < D/8.
@@ -33,39 +33,74 @@ __device__ __forceinline__ bool tile_is_partial(int kstart, int klen, int tile_k
 }
 
 // Online softmax in base 2 on raw scores: p = 2^(s * scale*log2(e) - m), m in
-// scaled units; one FFMA and one MUFU.EX2 per score. Turns s into P, updates the
-// running max m and sum l, and rescales O only when a row maximum moved.
-template <int D>
-__device__ __forceinline__ void online_softmax_tile(float (&s)[64], float (&o)[D / 2],
-                                                    float (&m_run)[2], float (&l_run)[2],
-                                                    float scale_log2) {
+// scaled units; one FFMA and one MUFU.EX2 per score. Turns s into P and updates
+// the running max m and sum l; alpha[i] is the factor O's row i must be scaled by
+// (rescale_o), kept apart so that O can still be in flight on the tensor cores.
+__device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m_run)[2], float (&l_run)[2],
+                                             float scale_log2, float (&alpha)[2]) {
+  // Maxima and sums over four partials each: a chain of 16 dependent FMNMX or
+  // FADD per row would stall the warp on their latency (Nsight: "wait").
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    float mx = -INFINITY;
+    float mp[4];
 #pragma unroll
-    for (int j = 0; j < 16; ++j) mx = fmaxf(mx, fmaxf(s[j * 4 + 2 * i], s[j * 4 + 2 * i + 1]));
+    for (int q = 0; q < 4; ++q) mp[q] = fmaxf(s[q * 4 + 2 * i], s[q * 4 + 2 * i + 1]);
+#pragma unroll
+    for (int j = 4; j < 16; ++j)
+      mp[j & 3] = fmaxf(mp[j & 3], fmaxf(s[j * 4 + 2 * i], s[j * 4 + 2 * i + 1]));
+    float mx = fmaxf(fmaxf(mp[0], mp[1]), fmaxf(mp[2], mp[3]));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
     const float m_new = fmaxf(m_run[i], mx * scale_log2);
     const float m_use = m_new == -INFINITY ? 0.f : m_new;
-    const float alpha = fast_exp2(m_run[i] - m_use);
+    alpha[i] = fast_exp2(m_run[i] - m_use);
     m_run[i] = m_new;
-    float sum = 0.f;
+    float sp[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       s[j * 4 + 2 * i] = fast_exp2(fmaf(s[j * 4 + 2 * i], scale_log2, -m_use));
       s[j * 4 + 2 * i + 1] = fast_exp2(fmaf(s[j * 4 + 2 * i + 1], scale_log2, -m_use));
-      sum += s[j * 4 + 2 * i] + s[j * 4 + 2 * i + 1];
+      sp[j & 3] += s[j * 4 + 2 * i] + s[j * 4 + 2 * i + 1];
     }
-    l_run[i] = l_run[i] * alpha + sum;
-    if (__any_sync(0xffffffffu, alpha != 1.f)) {  // the row maxima moved: rescale O
+    l_run[i] = l_run[i] * alpha[i] + ((sp[0] + sp[1]) + (sp[2] + sp[3]));
+  }
+}
+
+// O's rows times alpha, skipped (warp vote) when no row maximum of the warp moved.
+template <int D>
+__device__ __forceinline__ void rescale_o(float (&o)[D / 2], const float (&alpha)[2]) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    if (__any_sync(0xffffffffu, alpha[i] != 1.f)) {
 #pragma unroll
       for (int j = 0; j < D / 8; ++j) {
-        o[j * 4 + 2 * i] *= alpha;
-        o[j * 4 + 2 * i + 1] *= alpha;
+        o[j * 4 + 2 * i] *= alpha[i];
+        o[j * 4 + 2 * i + 1] *= alpha[i];
       }
     }
   }
+}
+
+template <int D>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[64], float (&o)[D / 2],
+                                                    float (&m_run)[2], float (&l_run)[2],
+                                                    float scale_log2) {
+  float alpha[2];
+  softmax_tile(s, m_run, l_run, scale_log2, alpha);
+  rescale_o<D>(o, alpha);
+}
+
+// The thread's scores below eta (mask_policy.hpp's rule, on the scaled score and
+// the row's final LSE), summed in 8 chains of 8 adds rather than one of 64.
+__device__ __forceinline__ int count_below_eta(const float (&s)[64], const float (&lse_row)[2],
+                                               const AttentionParams& p) {
+  int part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      part[(j & 1) * 4 + e] += int(below_eta(s[j * 4 + e] * p.softmax_scale, lse_row[e >> 1], p.log_eta));
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
 // P as the A operand of the P V wgmma (registers, 16 keys per k-step).
