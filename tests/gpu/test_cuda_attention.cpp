@@ -130,6 +130,30 @@ TEST_F(Fixture, LargerSparseDim128) {
   expect_close(c, run_case(*gpu, *cpu, c));
 }
 
+// More work items than SMs, so that each persistent CTA of the Hopper kernel
+// takes several (its Q slots, barrier phases and key stages wrap across items),
+// with text after the video and both passes.
+TEST_F(Fixture, ManyItemsPerCtaDim128) {
+  Case c;
+  c.tokens = with_text(video(8, 16, 20), TextPosition::After, 60, 41);  // N = 2620: 21 blocks
+  c.B = 2;
+  c.H = 12;  // 504 items
+  c.mask = Case::Mask::Random;
+  c.density = 0.3;
+  c.seed = 19;
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
+
+TEST_F(Fixture, ManyItemsPerCtaDim64Dense) {
+  Case c;
+  c.tokens = with_text(video(6, 16, 16), TextPosition::Before, 70, 52);  // N = 1606: 13 blocks
+  c.B = 2;
+  c.H = 16;  // 416 items
+  c.D = 64;
+  c.seed = 20;
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
+
 // Fresh inputs on every run: the same case with a seed from the clock.
 TEST_F(Fixture, FreshRandomSeed) {
   Case c;
