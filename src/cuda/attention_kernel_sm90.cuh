@@ -192,6 +192,12 @@ __device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared&
   cp_async_wait<0>();
 }
 
+// Consumers: waits for Q fill j (slot j % 2) and returns its item.
+__device__ __forceinline__ WsItem wait_item(const WsShared& sh, int j) {
+  mbar_wait(sh.qfull + 8 * (j & 1), (j >> 1) & 1);
+  return sh.item[j & 1];
+}
+
 #ifdef MODDIT_WGMMA
 // ---- forward consumer --------------------------------------------------------
 // Q K^T of tile t runs on the tensor cores together with P V of tile t - 1: the
@@ -216,8 +222,7 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
   int it = 0;
   for (int j = 0;; ++j) {
     const int qs = j & 1;
-    mbar_wait(sh.qfull + 8 * qs, (j >> 1) & 1);
-    const WsItem w = sh.item[qs];
+    const WsItem w = wait_item(sh, j);
     if (w.item >= a.num_items) break;
     float o[D / 2];
 #pragma unroll
@@ -319,8 +324,7 @@ __device__ __forceinline__ void ws_consumer_map(const KernelArgs& a, const WsSha
   int it = 0;
   for (int j = 0;; ++j) {
     const int qs = j & 1;
-    mbar_wait(sh.qfull + 8 * qs, (j >> 1) & 1);
-    const WsItem w = sh.item[qs];
+    const WsItem w = wait_item(sh, j);
     if (w.item >= a.num_items) break;
     if (w.lo == w.hi) {
       mbar_arrive(sh.qempty + 8 * qs);
