@@ -102,8 +102,9 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const uint32_t (&pa)
 // warpgroup copies Q (and, for the map pass, the rows' LSE) into the item's Q
 // slot, then its key tiles, publishing each tile's key block. In the map pass
 // thread 0 also writes each tile's count to map_counts once the stage comes back
-// empty (all consumer warps counted it). Thread 0's plain arrivals (qfull, kfull
-// count 129) release what it wrote; the cp.async arrivals cover the copies.
+// empty (every consumer thread has arrived, so every warp's count is in). Thread
+// 0's plain arrivals (qfull, kfull count 129) release what it wrote; the cp.async
+// arrivals cover the copies.
 template <int D, typename T, bool MAP>
 __device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared& sh, T* sQ, T* sK,
                                             T* sV, int tid) {
