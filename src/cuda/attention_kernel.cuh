@@ -15,6 +15,8 @@
 // recomputes Q K^T on the live video x video tiles of video query blocks,
 // compares each scaled score with the row's final LSE (below_eta) and writes one
 // count per (query block, key block). It needs no V and no O.
+#include <cuda.h>
+
 #include <cmath>
 #include <cstdint>
 
@@ -34,6 +36,7 @@ struct KernelArgs {
   int num_items;
   int* counter;          // atomic work counter (0 at launch)
   float* lse;            // forward: where to write the LSE (may be null); map: the LSE to read
+  CUtensorMap tq, tk, tv;  // Hopper kernel: TMA descriptors of Q, K, V (tensor_map.hpp)
 };
 
 // Element offset of (row, 16-byte chunk) in a [rows][D] tile whose chunks are

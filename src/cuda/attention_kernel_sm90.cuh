@@ -97,27 +97,28 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const uint32_t (&pa)
 #endif
 
 // ---- producer ----------------------------------------------------------------
-// Thread 0 takes the next item from the counter (the map pass skips items with
-// no video query block), decodes it once and publishes it with its Q; the
-// warpgroup copies Q (and, for the map pass, the rows' LSE) into the item's Q
-// slot, then its key tiles, publishing each tile's key block. In the map pass
-// thread 0 also writes each tile's count to map_counts once the stage comes back
-// empty (every consumer thread has arrived, so every warp's count is in). Thread
-// 0's plain arrivals (qfull, kfull count 129) release what it wrote; the cp.async
-// arrivals cover the copies.
+// One warp; its lane 0 takes the next item from the counter (the map pass skips
+// items with no video query block), decodes it once, publishes it and loads its Q
+// into the item's Q slot, then its key tiles, by TMA, publishing each tile's key
+// block; the warp's lanes copy the map pass's row LSE. In the map pass lane 0
+// also writes each tile's count to map_counts once the stage comes back empty
+// (every consumer thread has arrived, so every warp's count is in). Lane 0's
+// arrivals (arrive.expect_tx) release what it wrote; the TMA bytes and the
+// cp.async arrivals complete the phases.
 template <int D, typename T, bool MAP>
-__device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared& sh, T* sQ, T* sK,
-                                            T* sV, int tid) {
+__device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared& sh, int lane) {
   constexpr int S = ws_stages<D, MAP>();
+  constexpr uint32_t kBytes = kTileBytes90<D, T>;
   const AttentionParams& p = a.p;
-  // MAP, thread 0: sh.pending[st] is the map entry of the tile in stage st (or
+  const bool lead = lane == 0;
+  // MAP, lane 0: sh.pending[st] is the map entry of the tile in stage st (or
   // -1), taken[st] the stage counter's value at its last flush.
   unsigned taken[S];
 #pragma unroll
   for (int s = 0; s < S; ++s) taken[s] = 0;
   auto flush = [&](int st) {
     if constexpr (MAP) {
-      if (tid != 0 || sh.pending[st] < 0) return;
+      if (!lead || sh.pending[st] < 0) return;
       const unsigned now = *static_cast<volatile unsigned*>(sh.count + st);
 #pragma unroll
       for (int s = 0; s < S; ++s)
@@ -132,7 +133,7 @@ __device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared&
   for (int j = 0;; ++j) {
     const int qs = j & 1;
     WsItem wi;
-    if (tid == 0) {
+    if (lead) {
       WorkItem w;
       do wi.item = atomicAdd(a.counter, 1);
       while (wi.item < a.num_items &&
@@ -141,44 +142,47 @@ __device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared&
       wi.lo = w.lo, wi.hi = w.hi, wi.live = w.live;
     }
     mbar_wait(sh.qempty + 8 * qs, ((j >> 1) & 1) ^ 1);  // slot qs is free (fill j - 2 done)
-    if (tid == 0) sh.item[qs] = wi;
-    named_bar_sync(3, 128);
+    if (lead) sh.item[qs] = wi;
+    __syncwarp();
     wi = sh.item[qs];
+    const uint32_t qbar = sh.qfull + 8 * qs;
     if (wi.item >= a.num_items) {  // wake the consumers to the end marker
-      mbar_arrive(sh.qfull + 8 * qs);
-      if (tid == 0) mbar_arrive(sh.qfull + 8 * qs);
+      if (MAP) mbar_arrive(qbar);
+      if (lead) mbar_arrive(qbar);
       break;
     }
-    const T* Qg = static_cast<const T*>(p.q) + wi.b * p.q_stride[0] + wi.h * p.q_stride[2];
-    const T* Kg = static_cast<const T*>(p.k) + wi.b * p.k_stride[0] + wi.h * p.k_stride[2];
-    const T* Vg = static_cast<const T*>(p.v) + wi.b * p.v_stride[0] + wi.h * p.v_stride[2];
-    load_rows90<D, T, 128>(sQ + qs * 128 * D, Qg, p.q_stride[1], wi.q0, wi.qlen, tid);
     if constexpr (MAP) {
       const float* lse = a.lse + (int64_t(wi.b) * p.num_heads + wi.h) * p.seq_len + wi.q0;
-      cp_async4(smem_addr(&sh.lse[qs][tid]), tid < wi.qlen ? lse + tid : lse, tid < wi.qlen);
+#pragma unroll
+      for (int r = lane; r < 128; r += 32)
+        cp_async4(smem_addr(&sh.lse[qs][r]), r < wi.qlen ? lse + r : lse, r < wi.qlen);
+      mbar_arrive_cp_async(qbar);
     }
-    mbar_arrive_cp_async(sh.qfull + 8 * qs);
-    if (tid == 0) mbar_arrive(sh.qfull + 8 * qs);
+    if (lead) {
+      mbar_arrive_expect_tx(qbar, kBytes);
+      tma_load_tile<D>(sh.q + qs * kBytes, &a.tq, wi.q0, wi.h, wi.b, qbar);
+    }
     const int64_t n = p.num_video_blocks;
     const int64_t map_row = ((int64_t(wi.b) * p.num_heads + wi.h) * n + (wi.qb - p.first_video_block)) * n;
     for (int li = wi.lo; li < wi.hi; ++li, ++it) {
       const int st = it % S;
       const uint32_t ph = (it / S) & 1;
-      const int kb = wi.live ? wi.live[li] : li;
-      const int start = p.block_starts[kb], len = p.block_starts[kb + 1] - start;
       mbar_wait(sh.kempty + 8 * st, ph ^ 1);
-      if (tid == 0) sh.tile[st] = make_int2(start, len);
-      if constexpr (MAP) {
-        flush(st);
-        if (tid == 0) sh.pending[st] = map_row + kb - p.first_video_block;
-      }
-      load_rows90<D, T, 128>(sK + st * kKeys90 * D, Kg, p.k_stride[1], start, len, tid);
-      mbar_arrive_cp_async(sh.kfull + 8 * st);
-      if (tid == 0) mbar_arrive(sh.kfull + 8 * st);
-      if constexpr (!MAP) {
-        mbar_wait(sh.vempty + 8 * st, ph ^ 1);
-        load_rows90<D, T, 128>(sV + st * kKeys90 * D, Vg, p.v_stride[1], start, len, tid);
-        mbar_arrive_cp_async(sh.vfull + 8 * st);
+      if (lead) {
+        const int kb = wi.live ? wi.live[li] : li;
+        const int start = p.block_starts[kb], len = p.block_starts[kb + 1] - start;
+        sh.tile[st] = make_int2(start, len);
+        if constexpr (MAP) {
+          flush(st);
+          sh.pending[st] = map_row + kb - p.first_video_block;
+        }
+        mbar_arrive_expect_tx(sh.kfull + 8 * st, kBytes);
+        tma_load_tile<D>(sh.k + st * kBytes, &a.tk, start, wi.h, wi.b, sh.kfull + 8 * st);
+        if constexpr (!MAP) {
+          mbar_wait(sh.vempty + 8 * st, ph ^ 1);
+          mbar_arrive_expect_tx(sh.vfull + 8 * st, kBytes);
+          tma_load_tile<D>(sh.v + st * kBytes, &a.tv, start, wi.h, wi.b, sh.vfull + 8 * st);
+        }
       }
     }
   }
@@ -238,7 +242,6 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
       {
         mbar_wait(sh.kfull + 8 * pst, pph);
         const int2 key = sh.tile[pst];  // read before the stage is released
-        fence_proxy_async();  // cp.async writes -> wgmma (async proxy) reads
         if (pingpong) named_bar_sync(1 + c, 256);
         wgmma_fence();
         issue_qk<D, T>(s, sh, qs, c, pst);
@@ -259,7 +262,6 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
         mbar_wait(sh.kfull + 8 * st, ph);
         const int2 key = sh.tile[st];
         mbar_wait(sh.vfull + 8 * pst, pph);
-        fence_proxy_async();
         if (pingpong) named_bar_sync(1 + c, 256);
         wgmma_fence();
         issue_qk<D, T>(s, sh, qs, c, st);
@@ -284,7 +286,6 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
         pph = ph;
       }
       mbar_wait(sh.vfull + 8 * pst, pph);
-      fence_proxy_async();
       wgmma_fence();
       issue_pv<D, T>(o, pa, sh, pst);
       wgmma_commit();
@@ -343,7 +344,6 @@ __device__ __forceinline__ void ws_consumer_map(const KernelArgs& a, const WsSha
     auto issue = [&](float (&s)[64], int2& key, int t) {
       mbar_wait(sh.kfull + 8 * (t % S), (t / S) & 1);
       key = sh.tile[t % S];
-      fence_proxy_async();
       wgmma_fence();
       issue_qk<D, T>(s, sh, qs, c, t % S);
       wgmma_commit();
@@ -384,13 +384,13 @@ __device__ __forceinline__ void ws_consumer_map(const KernelArgs& a, const WsSha
 #endif
 
 template <int D, typename T, bool MAP>
-__global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const KernelArgs a) {
+__global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const __grid_constant__ KernelArgs a) {
 #ifdef MODDIT_WGMMA
   constexpr int S = ws_stages<D, MAP>();
   extern __shared__ __align__(1024) unsigned char smem_raw90[];
-  T* sQ = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smem_raw90) + 1023) & ~uintptr_t(1023));
-  T* sK = sQ + 2 * 128 * D;      // 2 Q slots of 128 x D, then S stages of 128 x D
-  T* sV = sK + S * kKeys90 * D;  // S stages (forward only)
+  // 2 Q slots of 128 x D, then S K stages, then S V stages (forward only), from a
+  // 1024-byte boundary (the 128-byte swizzle's period).
+  const uint32_t base = (smem_addr(smem_raw90) + 1023) & ~1023u;
   __shared__ __align__(8) uint64_t bars[4 * S + 4];
   __shared__ WsItem s_item[2];
   __shared__ int2 s_tile[S];
@@ -398,9 +398,9 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const Ker
   __shared__ unsigned s_count[S];
   __shared__ int64_t s_pending[S];
   WsShared sh;
-  sh.q = smem_addr(sQ);
-  sh.k = smem_addr(sK);
-  sh.v = smem_addr(sV);
+  sh.q = base;
+  sh.k = sh.q + 2 * kTileBytes90<D, T>;
+  sh.v = sh.k + S * kTileBytes90<D, T>;
   sh.kfull = smem_addr(&bars[0]);
   sh.kempty = smem_addr(&bars[S]);
   sh.vfull = smem_addr(&bars[2 * S]);
@@ -420,15 +420,15 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const Ker
   const int warp = __shfl_sync(0xffffffffu, tid >> 5, 0), wg = warp >> 2;
   if (tid == 0) {
     for (int s = 0; s < S; ++s) {
-      mbar_init(sh.kfull + 8 * s, 129);           // the producer's copies + thread 0's tile info
+      mbar_init(sh.kfull + 8 * s, 1);             // the producer's lane 0 (+ the TMA bytes)
       mbar_init(sh.kempty + 8 * s, 256);          // every consumer thread, after its reads
-      mbar_init(sh.vfull + 8 * s, 128);
+      mbar_init(sh.vfull + 8 * s, 1);
       mbar_init(sh.vempty + 8 * s, 2);            // each consumer's leader (only wgmma reads V)
       s_count[s] = 0;
       s_pending[s] = -1;
     }
     for (int q = 0; q < 2; ++q) {
-      mbar_init(sh.qfull + 8 * q, 129);  // the producer's copies + thread 0's item
+      mbar_init(sh.qfull + 8 * q, MAP ? 33 : 1);  // lane 0 (+ TMA bytes); map: + the LSE copies
       mbar_init(sh.qempty + 8 * q, 256);  // every consumer thread, after its reads
     }
   }
@@ -436,7 +436,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const Ker
 
   if (wg == 0) {
     set_max_regs_dec<40>();
-    ws_producer<D, T, MAP>(a, sh, sQ, sK, sV, tid);
+    if (warp == 0) ws_producer<D, T, MAP>(a, sh, lane);
     return;
   }
   set_max_regs_inc<232>();

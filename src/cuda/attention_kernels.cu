@@ -5,6 +5,7 @@
 #include "cuda/attention_kernel.cuh"
 #include "cuda/attention_kernel_sm90.cuh"
 #include "cuda/attention_launch.hpp"
+#include "cuda/tensor_map.hpp"
 #include "moddit/error.hpp"
 
 namespace moddit::cuda {
@@ -24,10 +25,15 @@ void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t 
   void (*kernel)(KernelArgs) = attention_kernel<D, T, MAP>;
   int threads = args.p.max_block_len <= 64 ? 128 : 256;
   size_t smem = size_t(kMaxQueryRows + (MAP ? 2 : 4) * kTileKeys) * D * sizeof(T);
+  KernelArgs a = args;
   if (hopper) {
     kernel = attention_kernel_sm90<D, T, MAP>;
     threads = kWsThreads;
     smem = ws_smem_bytes<D, T, MAP>();
+    const AttentionParams& p = args.p;
+    make_tile_map(&a.tq, p.q, p.dtype, p.q_stride, p.batch, p.seq_len, p.num_heads, D, "q");
+    make_tile_map(&a.tk, p.k, p.dtype, p.k_stride, p.batch, p.seq_len, p.num_heads, D, "k");
+    if (!MAP) make_tile_map(&a.tv, p.v, p.dtype, p.v_stride, p.batch, p.seq_len, p.num_heads, D, "v");
   }
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
         "cudaFuncSetAttribute");
@@ -37,7 +43,7 @@ void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t 
   per_sm = std::max(per_sm, 1);
   const int grid = std::max(1, std::min(args.num_items, num_sms * per_sm));
   check(cudaMemsetAsync(args.counter, 0, sizeof(int), stream), "reset work counter");
-  kernel<<<grid, threads, smem, stream>>>(args);
+  kernel<<<grid, threads, smem, stream>>>(a);
   check(cudaGetLastError(), "attention kernel launch");
 }
 

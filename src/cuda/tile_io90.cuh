@@ -1,8 +1,9 @@
 #pragma once
 // Shared-memory tiles of the Hopper kernel: one 128-token block per tile, in the
-// 128-byte swizzled layout wgmma reads (each 64-column half of a [rows][D] tile
-// is a region of rows x 128 bytes whose 16-byte chunks are XORed with row % 8),
-// the cp.async copies that fill them and the wgmma descriptors that read them.
+// 128-byte swizzled layout that TMA writes and wgmma reads (each 64-column half of
+// a [rows][D] tile is a region of rows x 128 bytes whose 16-byte chunks are XORed
+// with row % 8), the bulk copies that fill them and the wgmma descriptors that
+// read them.
 #include "cuda/attention_kernel.cuh"
 #include "cuda/wgmma.cuh"
 #include "cuda/work_item.cuh"
@@ -11,28 +12,22 @@ namespace moddit::cuda {
 
 constexpr int kKeys90 = 128;  // keys per tile = one 128-token block
 
-// Element offset of (row, 16-byte chunk) in a tile of R rows.
-template <int R>
-__device__ __forceinline__ int swz90(int row, int chunk) {
-  return (chunk >> 3) * (R * 64) + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
-}
-
-// R rows by NT threads: thread t copies chunk t % (D/8) of rows t / (D/8) + k * step,
-// so the chunk, the swizzle phase and the address increments are fixed per thread.
-template <int D, typename T, int NT = 256, int R = 128>
-__device__ __forceinline__ void load_rows90(T* smem, const T* g, int64_t stride_n, int start,
-                                            int len, int tid) {
-  constexpr int kChunks = D / 8, kStep = NT / kChunks;
-  const int c = tid % kChunks, r0 = tid / kChunks;
-  const uint32_t dst = smem_addr(smem) + swz90<R>(r0, c) * 2;
-  const T* src = g + int64_t(start + r0) * stride_n + c * 8;
-  const int64_t src_step = int64_t(kStep) * stride_n;
+// One tile of 128 rows from row `row` of head h, batch b, by TMA: D / 64 boxes of
+// 64 columns, each into its 128-row region of the swizzled tile; rows past the
+// tensor's end come as zeros. Completes on mbarrier `bar` (bytes counted there).
+template <int D>
+__device__ __forceinline__ void tma_load_tile(uint32_t smem, const CUtensorMap* map, int row, int h,
+                                              int b, uint32_t bar) {
 #pragma unroll
-  for (int k = 0; k < R / kStep; ++k) {
-    const bool ok = r0 + k * kStep < len;
-    cp_async16(dst + k * kStep * 128, ok ? src + k * src_step : g, ok);
-  }
+  for (int half = 0; half < D / 64; ++half)
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"
+        " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(smem + half * 128 * 128),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(half * 64), "r"(row), "r"(h), "r"(b), "r"(bar)
+        : "memory");
 }
+template <int D, typename T>
+constexpr uint32_t kTileBytes90 = 128 * D * sizeof(T);
 
 // wgmma shared-memory descriptor, 128-byte swizzle.
 __device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
