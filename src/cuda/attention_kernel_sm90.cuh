@@ -4,8 +4,8 @@
 // same work items, masking and map rule. Both matrix products run on warpgroup
 // MMAs (wgmma): S = Q K^T with both operands in shared memory, O += P V with P
 // from registers and V read transposed. A CTA is three warpgroups: a producer
-// that takes work items from the shared counter, copies Q, K (and V) tiles with
-// cp.async and signals each through an mbarrier, and two consumers of 64 query
+// (one working warp) that takes work items from the shared counter and loads Q, K
+// (and V) tiles by TMA, each completing an mbarrier, and two consumers of 64 query
 // rows each that wait for a tile, run their products and release the tile
 // through another mbarrier. No CTA-wide barrier is left in the loop, so one
 // consumer's softmax runs under the other's tensor-core work; within a consumer,
