@@ -81,15 +81,6 @@ __device__ __forceinline__ void rescale_o(float (&o)[D / 2], const float (&alpha
   }
 }
 
-template <int D>
-__device__ __forceinline__ void online_softmax_tile(float (&s)[64], float (&o)[D / 2],
-                                                    float (&m_run)[2], float (&l_run)[2],
-                                                    float scale_log2) {
-  float alpha[2];
-  softmax_tile(s, m_run, l_run, scale_log2, alpha);
-  rescale_o<D>(o, alpha);
-}
-
 // The thread's scores below eta (mask_policy.hpp's rule, on the scaled score and
 // the row's final LSE), summed in 8 chains of 8 adds rather than one of 64.
 __device__ __forceinline__ int count_below_eta(const float (&s)[64], const float (&lse_row)[2],
