@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "cuda/ptx.cuh"
+#include "cuda/store_rows.cuh"
 #include "cuda/work_item.cuh"
 #include "moddit/attention_params.hpp"
 #include "moddit/mask_policy.hpp"
@@ -37,6 +38,7 @@ struct KernelArgs {
   int* counter;          // atomic work counter (0 at launch)
   float* lse;            // forward: where to write the LSE (may be null); map: the LSE to read
   CUtensorMap tq, tk, tv;  // Hopper kernel: TMA descriptors of Q, K, V (tensor_map.hpp)
+  bool map_compare;        // Hopper map pass: count by compare only (tests)
 };
 
 // Element offset of (row, 16-byte chunk) in a [rows][D] tile whose chunks are
@@ -264,25 +266,8 @@ __global__ void __launch_bounds__(256, 2) attention_kernel(const KernelArgs a) {
 
     if constexpr (!MAP) {
       T* Og = static_cast<T*>(p.out) + b * p.o_stride[0] + h * p.o_stride[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        float l = l_run[i];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        const int r = warp * 16 + g + i * 8;
-        if (r < qlen) {
-          T* orow = Og + int64_t(q0 + r) * p.o_stride[1];
-#pragma unroll
-          for (int j = 0; j < D / 8; ++j) {
-            *reinterpret_cast<uint32_t*>(orow + j * 8 + 2 * tq) =
-                pack2<T>(o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
-          }
-          if (a.lse && tq == 0)
-            a.lse[row_lse + q0 + r] =
-                l > 0.f ? (m_run[i] + log2f(l)) * 0.6931471805599453f : -INFINITY;
-        }
-      }
+      store_rows<D, T>([&](int j, int e) { return o[j][e]; }, m_run, l_run, warp * 16 + g, tq, qlen,
+                       q0, Og, p.o_stride[1], a.lse, row_lse);
     }
   }
 }

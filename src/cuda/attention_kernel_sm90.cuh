@@ -4,8 +4,9 @@
 // same work items, masking and map rule. Both matrix products run on warpgroup
 // MMAs (wgmma): S = Q K^T with both operands in shared memory, O += P V with P
 // from registers and V read transposed. A CTA is three warpgroups: a producer
-// (one working warp) that takes work items from the shared counter and loads Q, K
-// (and V) tiles by TMA, each completing an mbarrier, and two consumers of 64 query
+// (two working warps: a scheduler that takes work items from the shared counter
+// and decodes them ahead, and a loader that loads their Q, K (and V) tiles by TMA,
+// each completing an mbarrier), and two consumers of 64 query
 // rows each that wait for a tile, run their products and release the tile
 // through another mbarrier. No CTA-wide barrier is left in the loop, so one
 // consumer's softmax runs under the other's tensor-core work; within a consumer,
@@ -13,10 +14,11 @@
 // this one; Q has two buffers, so the next item's Q loads during this item. The
 // producer gives its registers to the consumers (setmaxnreg); on dense forward
 // calls named barriers alternate the consumers' products (ping-pong). Why each
-// piece is there, with measurements: docs/BENCHMARKS.md, "Why the kernel is
-// short of the targets".
+// piece is there, with measurements: docs/BENCHMARKS.md, "How the kernel
+// reached the targets".
 #include "cuda/tile_io90.cuh"
 #include "cuda/sync90.cuh"
+#include "cuda/store_rows.cuh"
 #include "cuda/tile_math90.cuh"
 
 namespace moddit::cuda {
@@ -37,8 +39,12 @@ __host__ __device__ constexpr size_t ws_smem_bytes() {
   return size_t(2 * 128 + (MAP ? 1 : 2) * ws_stages<D, MAP>() * kKeys90) * D * sizeof(T) + 1024;
 }
 
-// A work item as the producer publishes it (slot j % 2 for Q fill j), so that
-// the consumers never walk the layout themselves.
+// Decoded items the scheduler warp keeps ready ahead of the producer.
+constexpr int kItemsAhead = 2;
+
+// A work item as the scheduler hands it to the producer (slot j % kItemsAhead)
+// and the producer publishes it to the consumers (slot j % 2 for Q fill j), so
+// that the consumers never walk the layout themselves.
 struct WsItem {
   int item;  // >= num_items: the end
   int b, h, qb, q0, qlen, lo, hi;
@@ -50,8 +56,9 @@ struct WsItem {
 // each Q slot's row LSE, each stage's count and the map entry it goes to.
 struct WsShared {
   uint32_t q, k, v;
-  uint32_t kfull, kempty, vfull, vempty, qfull, qempty;
+  uint32_t kfull, kempty, vfull, vempty, qfull, qempty, nfull, nempty;
   WsItem* item;
+  WsItem* next;
   int2* tile;
   float (*lse)[128];
   unsigned* count;
@@ -73,34 +80,82 @@ __device__ __forceinline__ void reg_fence(uint32_t (&r)[8][4]) {
 }
 
 #ifdef MODDIT_WGMMA
-// S = Q K^T for consumer c's 64 rows of Q slot qs against the K tile in stage st.
+// Descriptors of consumer c's 64 rows of Q slot qs and of stage st's K and V
+// tiles. A k-step's descriptor is the tile's plus its offset in 16-byte units
+// (the start-address field cannot carry: shared memory is < 256 KiB), so the
+// loops below add a constant instead of rebuilding descriptors (that was ~20% of
+// the map pass's instructions).
 template <int D, typename T>
-__device__ __forceinline__ void issue_qk(float (&s)[64], const WsShared& sh, int qs, int c, int st) {
+__device__ __forceinline__ uint64_t q_desc(const WsShared& sh, int qs, int c) {
+  return gmma_desc(sh.q + qs * kTileBytes90<D, T> + c * 64 * 128, 16, 1024);
+}
+template <int D, typename T>
+__device__ __forceinline__ uint64_t k_desc(const WsShared& sh, int st) {
+  return gmma_desc(sh.k + st * kTileBytes90<D, T>, 16, 1024);
+}
+template <int D, typename T>
+__device__ __forceinline__ uint64_t v_desc(const WsShared& sh, int st) {
+  return gmma_desc(sh.v + st * kTileBytes90<D, T>, 128 * 128, 1024);
+}
+// S = Q K^T for Q rows dq against the K tile dk: k-step kk reads 16 columns, in
+// the 64-column half kk / 4 (a 128-row region of 128-byte rows).
+template <int D, typename T>
+__device__ __forceinline__ void issue_qk(float (&s)[64], uint64_t dq, uint64_t dk) {
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    const uint32_t off = ((kk >> 2) * 128 * 64) * 2 + (kk & 3) * 32;
-    const uint64_t da = gmma_desc(sh.q + qs * 128 * D * 2 + off + c * 64 * 128, 16, 1024);
-    const uint64_t db = gmma_desc(sh.k + st * kKeys90 * D * 2 + off, 16, 1024);
-    wgmma_ss<128, T>(s, da, db, kk > 0 ? 1 : 0);
+    const uint32_t off = ((kk >> 2) * 128 * 128 + (kk & 3) * 32) >> 4;
+    wgmma_ss<128, T>(s, dq + off, dk + off, kk > 0 ? 1 : 0);
   }
 }
-// O += P V with the V tile in stage st.
+// O += P V with the V tile dv: k-step kk reads keys 16 kk .. 16 kk + 15.
 template <int D, typename T>
-__device__ __forceinline__ void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[8][4],
-                                         const WsShared& sh, int st) {
+__device__ __forceinline__ void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[8][4], uint64_t dv) {
 #pragma unroll
-  for (int kk = 0; kk < 8; ++kk) {
-    const uint64_t dv = gmma_desc(sh.v + st * kKeys90 * D * 2 + kk * 16 * 128, 128 * 128, 1024);
-    wgmma_rs<D, T>(o, pa[kk], dv);
-  }
+  for (int kk = 0; kk < 8; ++kk) wgmma_rs<D, T>(o, pa[kk], dv + ((kk * 16 * 128) >> 4));
 }
 #endif
 
-// ---- producer ----------------------------------------------------------------
+// ---- scheduler ---------------------------------------------------------------
 // One warp; its lane 0 takes the next item from the counter (the map pass skips
-// items with no video query block), decodes it once, publishes it and loads its Q
-// into the item's Q slot, then its key tiles, by TMA, publishing each tile's key
-// block; the warp's lanes copy the map pass's row LSE. In the map pass lane 0
+// items with no video query block) and decodes it, kItemsAhead items ahead of the
+// producer, so that the chain of dependent loads (counter, order, layout row,
+// block starts) is off the producer's path between two items; the warp's lanes
+// then prefetch the item's live list into L1 for the producer's per-tile reads.
+template <bool MAP>
+__device__ __forceinline__ void ws_scheduler(const KernelArgs& a, const WsShared& sh, int lane) {
+  const AttentionParams& p = a.p;
+  for (int j = 0;; ++j) {
+    WsItem wi;
+    if (lane == 0) {
+      WorkItem w;
+      do wi.item = atomicAdd(a.counter, 1);
+      while (wi.item < a.num_items &&
+             !decode_work_item<MAP>(p, a.order ? a.order[wi.item] : wi.item, w));
+      wi.b = w.b, wi.h = w.h, wi.qb = w.qb, wi.q0 = w.q0, wi.qlen = w.qlen;
+      wi.lo = w.lo, wi.hi = w.hi, wi.live = w.live;
+    }
+    const int ns = j % kItemsAhead;
+    mbar_wait(sh.nempty + 8 * ns, ((j / kItemsAhead) & 1) ^ 1);
+    if (lane == 0) {
+      sh.next[ns] = wi;
+      mbar_arrive(sh.nfull + 8 * ns);
+    }
+    if (__shfl_sync(0xffffffffu, wi.item, 0) >= a.num_items) break;
+    const unsigned long long live =
+        __shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(wi.live), 0);
+    if (live) {  // one 128-byte line per lane and round
+      const unsigned long long end = live + 4ull * __shfl_sync(0xffffffffu, wi.hi, 0);
+      unsigned long long at = (live + 4ull * __shfl_sync(0xffffffffu, wi.lo, 0)) & ~127ull;
+      for (at += 128ull * lane; at < end; at += 128ull * 32)
+        asm volatile("prefetch.global.L1 [%0];\n" ::"l"(at));
+    }
+  }
+}
+
+// ---- producer ----------------------------------------------------------------
+// One warp; its lane 0 takes the next decoded item from the scheduler, publishes
+// it and loads its Q into the item's Q slot, then its key tiles, by TMA,
+// publishing each tile's key block; the warp's lanes copy the map pass's row LSE. In the map pass lane 0
 // also writes each tile's count to map_counts once the stage comes back empty
 // (every consumer thread has arrived, so every warp's count is in). Lane 0's
 // arrivals (arrive.expect_tx) release what it wrote; the TMA bytes and the
@@ -131,20 +186,12 @@ __device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared&
   };
   int it = 0;
   for (int j = 0;; ++j) {
-    const int qs = j & 1;
-    WsItem wi;
-    if (lead) {
-      WorkItem w;
-      do wi.item = atomicAdd(a.counter, 1);
-      while (wi.item < a.num_items &&
-             !decode_work_item<MAP>(p, a.order ? a.order[wi.item] : wi.item, w));
-      wi.b = w.b, wi.h = w.h, wi.qb = w.qb, wi.q0 = w.q0, wi.qlen = w.qlen;
-      wi.lo = w.lo, wi.hi = w.hi, wi.live = w.live;
-    }
+    const int qs = j & 1, ns = j % kItemsAhead;
+    mbar_wait(sh.nfull + 8 * ns, (j / kItemsAhead) & 1);
+    WsItem wi = sh.next[ns];
+    mbar_arrive(sh.nempty + 8 * ns);  // every lane, after its own read
     mbar_wait(sh.qempty + 8 * qs, ((j >> 1) & 1) ^ 1);  // slot qs is free (fill j - 2 done)
     if (lead) sh.item[qs] = wi;
-    __syncwarp();
-    wi = sh.item[qs];
     const uint32_t qbar = sh.qfull + 8 * qs;
     if (wi.item >= a.num_items) {  // wake the consumers to the end marker
       if (MAP) mbar_arrive(qbar);
@@ -234,6 +281,7 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
     for (int x = 0; x < D / 2; ++x) o[x] = 0.f;
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
     if (w.lo < w.hi) {
+      const uint64_t dq = q_desc<D, T>(sh, qs, c);
       float s[64];
       float alpha[2];
       uint32_t pa[8][4];
@@ -244,7 +292,7 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
         const int2 key = sh.tile[pst];  // read before the stage is released
         if (pingpong) named_bar_sync(1 + c, 256);
         wgmma_fence();
-        issue_qk<D, T>(s, sh, qs, c, pst);
+        issue_qk<D, T>(s, dq, k_desc<D, T>(sh, pst));
         wgmma_commit();
         if (pingpong) named_bar_arrive(2 - c, 256);
         wgmma_wait<0>();
@@ -264,9 +312,9 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
         mbar_wait(sh.vfull + 8 * pst, pph);
         if (pingpong) named_bar_sync(1 + c, 256);
         wgmma_fence();
-        issue_qk<D, T>(s, sh, qs, c, st);
+        issue_qk<D, T>(s, dq, k_desc<D, T>(sh, st));
         wgmma_commit();
-        issue_pv<D, T>(o, pa, sh, pst);
+        issue_pv<D, T>(o, pa, v_desc<D, T>(sh, pst));
         wgmma_commit();
         if (pingpong) named_bar_arrive(2 - c, 256);
         reg_fence(o);
@@ -287,7 +335,7 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
       }
       mbar_wait(sh.vfull + 8 * pst, pph);
       wgmma_fence();
-      issue_pv<D, T>(o, pa, sh, pst);
+      issue_pv<D, T>(o, pa, v_desc<D, T>(sh, pst));
       wgmma_commit();
       wgmma_wait<0>();
       reg_fence(o);
@@ -296,32 +344,90 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
       mbar_arrive(sh.qempty + 8 * qs);  // an empty row never read Q
     }
     T* Og = static_cast<T*>(p.out) + w.b * p.o_stride[0] + w.h * p.o_stride[2];
-    store_rows<D, T>(o, m_run, l_run, cw * 16 + g, tq, w.qlen, w.q0, Og, p.o_stride[1], a.lse,
+    store_rows<D, T>([&](int j, int e) { return o[j * 4 + e]; }, m_run, l_run, cw * 16 + g, tq,
+                     w.qlen, w.q0, Og, p.o_stride[1], a.lse,
                      (int64_t(w.b) * p.num_heads + w.h) * p.seq_len);
   }
   if (pingpong && c == 0) named_bar_sync(1, 256);  // consume consumer 1's last turn signal
 }
 
 // ---- map consumer ------------------------------------------------------------
-// Counts, per tile, the scores below eta (the rule of mask_policy.hpp) and adds
-// the warp's count to the stage's counter before releasing the stage (kempty
-// counts every consumer thread). Q K^T of the next tile is in flight meanwhile:
-// the two S buffers alternate, so the loop body is written out for each.
-__device__ __forceinline__ void count_tile(float (&s)[64], int2 key, const float (&lse_row)[2],
+// Counts, per tile, the scores below eta (the rule of mask_policy.hpp, on raw
+// scores against each row's threshold) and adds the warp's count to the stage's
+// counter before releasing the stage (kempty counts every consumer thread). Q K^T
+// of the next tile is in flight meanwhile: the two S buffers alternate, so the
+// loop body is written out for each. FMA: count by saturated FMA (every row of
+// the warp has exact SatCount parameters), else by compare.
+struct MapRows {
+  float thr[2];      // the thread's two rows' raw-score thresholds
+  SatCount fma[2];   // and their saturated-FMA form
+};
+
+template <bool FMA>
+__device__ __forceinline__ void count_tile(float (&s)[64], int2 key, const MapRows& rows,
                                            const AttentionParams& p, const WsShared& sh, int st,
                                            int lane) {
   if (tile_is_partial(key.x, key.y, kKeys90, p)) mask_tile_keys(s, lane & 3, key.x, key.y, p, INFINITY);
-  int count = count_below_eta(s, lse_row, p);
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) count += __shfl_xor_sync(0xffffffffu, count, off);
-  if (lane == 0) atomicAdd_block(sh.count + st, unsigned(count));
+  const int n = FMA ? count_below_fma(s, rows.fma) : count_below_compare(s, rows.thr);
+  // One REDUX for the warp's sum (five dependent shuffles and adds were ~12% of
+  // the samples at D = 128, waiting on the shuffles).
+  const unsigned count = __reduce_add_sync(0xffffffffu, unsigned(n));
+  if (lane == 0) atomicAdd_block(sh.count + st, count);
   mbar_arrive(sh.kempty + 8 * st);  // lane 0's arrival releases its add with the stage
+}
+
+// One item's tiles, from fill `it` on (advanced past them).
+template <int D, typename T, bool FMA>
+__device__ __forceinline__ void map_item(const WsItem& w, const MapRows& rows, const AttentionParams& p,
+                                         const WsShared& sh, int qs, int c, int lane, int& it) {
+  constexpr int S = ws_stages<D, true>();
+  const uint64_t dq = q_desc<D, T>(sh, qs, c);
+  float sa[64], sb[64];
+  int2 ka, kb;  // the key blocks of the tiles in sa and sb
+  // Issues Q K^T of fill t (its stage) into s; key gets the tile's key block.
+  auto issue = [&](float (&s)[64], int2& key, int t) {
+    mbar_wait(sh.kfull + 8 * (t % S), (t / S) & 1);
+    key = sh.tile[t % S];
+    wgmma_fence();
+    issue_qk<D, T>(s, dq, k_desc<D, T>(sh, t % S));
+    wgmma_commit();
+  };
+  auto count = [&](float (&s)[64], int2 key) {
+    reg_fence(s);
+    count_tile<FMA>(s, key, rows, p, sh, it % S, lane);
+    ++it;
+  };
+  auto last_wait = [&] {
+    wgmma_wait<0>();
+    mbar_arrive(sh.qempty + 8 * qs);  // the item's last read of Q
+  };
+  // No branch between a wgmma's issue and its wait (ptxas would serialise
+  // them): two tiles per round while three or more remain, then the tail.
+  issue(sa, ka, it);
+  int li = w.lo;
+  for (; li + 2 < w.hi; li += 2) {
+    issue(sb, kb, it + 1);
+    wgmma_wait<1>();
+    count(sa, ka);
+    issue(sa, ka, it + 1);
+    wgmma_wait<1>();
+    count(sb, kb);
+  }
+  if (li + 1 < w.hi) {
+    issue(sb, kb, it + 1);
+    wgmma_wait<1>();
+    count(sa, ka);
+    last_wait();
+    count(sb, kb);
+  } else {
+    last_wait();
+    count(sa, ka);
+  }
 }
 
 template <int D, typename T>
 __device__ __forceinline__ void ws_consumer_map(const KernelArgs& a, const WsShared& sh, int c,
                                                 int cw, int lane) {
-  constexpr int S = ws_stages<D, true>();
   const AttentionParams& p = a.p;
   int it = 0;
   for (int j = 0;; ++j) {
@@ -332,53 +438,18 @@ __device__ __forceinline__ void ws_consumer_map(const KernelArgs& a, const WsSha
       mbar_arrive(sh.qempty + 8 * qs);
       continue;
     }
-    float lse_row[2];
+    MapRows rows;
+    bool exact = true;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int r = cw * 16 + (lane >> 2) + i * 8;
-      lse_row[i] = r < w.qlen ? sh.lse[qs][r] : -INFINITY;  // -inf: counts nothing
+      const float lse = r < w.qlen ? sh.lse[qs][r] : -INFINITY;  // -inf: counts nothing
+      rows.thr[i] = raw_score_threshold(lse, p.log_eta, p.softmax_scale);
+      rows.fma[i] = sat_count_params(rows.thr[i]);
+      exact = exact && rows.fma[i].exact;
     }
-    float sa[64], sb[64];
-    int2 ka, kb;  // the key blocks of the tiles in sa and sb
-    // Issues Q K^T of fill t (its stage) into s; key gets the tile's key block.
-    auto issue = [&](float (&s)[64], int2& key, int t) {
-      mbar_wait(sh.kfull + 8 * (t % S), (t / S) & 1);
-      key = sh.tile[t % S];
-      wgmma_fence();
-      issue_qk<D, T>(s, sh, qs, c, t % S);
-      wgmma_commit();
-    };
-    auto count = [&](float (&s)[64], int2 key) {
-      reg_fence(s);
-      count_tile(s, key, lse_row, p, sh, it % S, lane);
-      ++it;
-    };
-    auto last_wait = [&] {
-      wgmma_wait<0>();
-      mbar_arrive(sh.qempty + 8 * qs);  // the item's last read of Q
-    };
-    // No branch between a wgmma's issue and its wait (ptxas would serialise
-    // them): two tiles per round while three or more remain, then the tail.
-    issue(sa, ka, it);
-    int li = w.lo;
-    for (; li + 2 < w.hi; li += 2) {
-      issue(sb, kb, it + 1);
-      wgmma_wait<1>();
-      count(sa, ka);
-      issue(sa, ka, it + 1);
-      wgmma_wait<1>();
-      count(sb, kb);
-    }
-    if (li + 1 < w.hi) {
-      issue(sb, kb, it + 1);
-      wgmma_wait<1>();
-      count(sa, ka);
-      last_wait();
-      count(sb, kb);
-    } else {
-      last_wait();
-      count(sa, ka);
-    }
+    if (__all_sync(0xffffffffu, exact && !a.map_compare)) map_item<D, T, true>(w, rows, p, sh, qs, c, lane, it);
+    else map_item<D, T, false>(w, rows, p, sh, qs, c, lane, it);
   }
 }
 #endif
@@ -391,8 +462,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const __g
   // 2 Q slots of 128 x D, then S K stages, then S V stages (forward only), from a
   // 1024-byte boundary (the 128-byte swizzle's period).
   const uint32_t base = (smem_addr(smem_raw90) + 1023) & ~1023u;
-  __shared__ __align__(8) uint64_t bars[4 * S + 4];
-  __shared__ WsItem s_item[2];
+  __shared__ __align__(8) uint64_t bars[4 * S + 4 + 2 * kItemsAhead];
+  __shared__ WsItem s_item[2], s_next[kItemsAhead];
   __shared__ int2 s_tile[S];
   __shared__ __align__(16) float s_lse[MAP ? 2 : 1][128];
   __shared__ unsigned s_count[S];
@@ -407,7 +478,10 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const __g
   sh.vempty = smem_addr(&bars[3 * S]);
   sh.qfull = smem_addr(&bars[4 * S]);
   sh.qempty = smem_addr(&bars[4 * S + 2]);
+  sh.nfull = smem_addr(&bars[4 * S + 4]);
+  sh.nempty = smem_addr(&bars[4 * S + 4 + kItemsAhead]);
   sh.item = s_item;
+  sh.next = s_next;
   sh.tile = s_tile;
   sh.lse = s_lse;
   sh.count = s_count;
@@ -431,12 +505,17 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const __g
       mbar_init(sh.qfull + 8 * q, MAP ? 33 : 1);  // lane 0 (+ TMA bytes); map: + the LSE copies
       mbar_init(sh.qempty + 8 * q, 256);  // every consumer thread, after its reads
     }
+    for (int n = 0; n < kItemsAhead; ++n) {
+      mbar_init(sh.nfull + 8 * n, 1);   // the scheduler's lane 0, after its write
+      mbar_init(sh.nempty + 8 * n, 32);  // every producer lane, after its read
+    }
   }
   __syncthreads();
 
   if (wg == 0) {
     set_max_regs_dec<40>();
     if (warp == 0) ws_producer<D, T, MAP>(a, sh, lane);
+    if (warp == 1) ws_scheduler<MAP>(a, sh, lane);
     return;
   }
   set_max_regs_inc<232>();

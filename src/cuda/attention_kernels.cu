@@ -68,13 +68,13 @@ void dispatch(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t stre
 
 void launch_forward(const AttentionParams& p, float* lse_out, const Schedule& s, int num_sms,
                     cudaStream_t stream) {
-  KernelArgs args{p, s.order, s.num_items, s.counter, lse_out};
+  KernelArgs args{p, s.order, s.num_items, s.counter, lse_out, {}, {}, {}, s.map_compare};
   dispatch<false>(args, s.wgmma, num_sms, stream);
 }
 
 void launch_map(const AttentionParams& p, const float* lse, const Schedule& s, int num_sms,
                 cudaStream_t stream) {
-  KernelArgs args{p, s.order, s.num_items, s.counter, const_cast<float*>(lse)};
+  KernelArgs args{p, s.order, s.num_items, s.counter, const_cast<float*>(lse), {}, {}, {}, s.map_compare};
   dispatch<true>(args, s.wgmma, num_sms, stream);
 }
 

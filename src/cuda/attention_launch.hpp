@@ -18,6 +18,7 @@ struct Schedule {
   int num_items = 0;
   int* counter = nullptr;
   bool wgmma = false;  // Hopper (sm_90a) kernels; 128-token blocks only
+  bool map_compare = false;  // Hopper map pass: count by compare only (tests)
 };
 
 // Forward pass: out and (if p.lse) the row LSE. `lse_out` must be non-null when a

@@ -287,6 +287,7 @@ class CudaBackend final : public Backend {
     s.counter = static_cast<int*>(counter_.get());
     s.num_items = p.batch * p.num_sel_heads * p.num_blocks;
     s.wgmma = props_.major == 9 && !portable_kernel_;
+    s.map_compare = map_compare_;
     if (call.layout) {
       const LayoutEntry& e = layout_entry(*call.layout, grid, p);
       p.layout_row_ptr = static_cast<const int32_t*>(e.row_ptr.get());
@@ -462,6 +463,13 @@ class CudaBackend final : public Backend {
   bool portable_kernel_ = [] {
     const char* e = std::getenv("MODDIT_CUDA_KERNEL");
     return e && std::string(e) == "sm80";
+  }();
+  // MODDIT_CUDA_MAP_COUNT=compare makes the Hopper map pass count every row by
+  // compare, the path it otherwise takes only for rows with a tiny threshold
+  // (tests: both paths must give the same maps).
+  bool map_compare_ = [] {
+    const char* e = std::getenv("MODDIT_CUDA_MAP_COUNT");
+    return e && std::string(e) == "compare";
   }();
 };
 

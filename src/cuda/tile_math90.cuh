@@ -81,16 +81,30 @@ __device__ __forceinline__ void rescale_o(float (&o)[D / 2], const float (&alpha
   }
 }
 
-// The thread's scores below eta (mask_policy.hpp's rule, on the scaled score and
-// the row's final LSE), summed in 8 chains of 8 adds rather than one of 64.
-__device__ __forceinline__ int count_below_eta(const float (&s)[64], const float (&lse_row)[2],
-                                               const AttentionParams& p) {
-  int part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+// The thread's scores below eta. Both forms give mask_policy.hpp's decision bit
+// for bit; the first takes two FMA-pipe instructions per score (an FFMA.SAT that
+// is 1 or 0, an FADD), the second, for rows whose threshold is 0 or tiny, a
+// compare and a select on the half-rate ALU pipe. Sums in 8 chains.
+__device__ __forceinline__ float fma_sat(float a, float b, float c) {
+  float r;
+  asm("fma.rn.sat.f32 %0, %1, %2, %3;\n" : "=f"(r) : "f"(a), "f"(b), "f"(c));
+  return r;
+}
+__device__ __forceinline__ int count_below_fma(const float (&s)[64], const SatCount (&c)[2]) {
+  float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int j = 0; j < 16; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e)
-      part[(j & 1) * 4 + e] += int(below_eta(s[j * 4 + e] * p.softmax_scale, lse_row[e >> 1], p.log_eta));
+      part[(j & 1) * 4 + e] += fma_sat(s[j * 4 + e], c[e >> 1].neg_m, c[e >> 1].t);
+  return int(((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7])));
+}
+__device__ __forceinline__ int count_below_compare(const float (&s)[64], const float (&thr)[2]) {
+  int part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) part[(j & 1) * 4 + e] += s[j * 4 + e] < thr[e >> 1] ? 1 : 0;
   return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
@@ -103,32 +117,6 @@ __device__ __forceinline__ void pack_p(const float (&s)[64], uint32_t (&pa)[8][4
     pa[kk][1] = pack2<T>(s[(2 * kk) * 4 + 2], s[(2 * kk) * 4 + 3]);
     pa[kk][2] = pack2<T>(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
     pa[kk][3] = pack2<T>(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
-  }
-}
-
-// Writes the normalised O rows (r0 and r0 + 8 of the query block, those < qlen)
-// and their natural-log LSE (when lse is not null; -inf for an empty row).
-template <int D, typename T>
-__device__ __forceinline__ void store_rows(const float (&o)[D / 2], const float (&m_run)[2],
-                                           const float (&l_run)[2], int r0, int tq, int qlen,
-                                           int q0, T* Og, int64_t o_stride_n, float* lse,
-                                           int64_t row_lse) {
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    float l = l_run[i];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int r = r0 + i * 8;
-    if (r < qlen) {
-      T* orow = Og + int64_t(q0 + r) * o_stride_n;
-#pragma unroll
-      for (int j = 0; j < D / 8; ++j)
-        *reinterpret_cast<uint32_t*>(orow + j * 8 + 2 * tq) =
-            pack2<T>(o[j * 4 + 2 * i] * inv, o[j * 4 + 2 * i + 1] * inv);
-      if (lse && tq == 0)
-        lse[row_lse + q0 + r] = l > 0.f ? (m_run[i] + log2f(l)) * 0.6931471805599453f : -INFINITY;
-    }
   }
 }
 

@@ -41,12 +41,12 @@ __device__ __forceinline__ bool decode_work_item(const AttentionParams& p, int r
   }
   if (MAP) {
     if (w.live) {
-      int l = 0, r = w.hi;
-      while (l < r) { const int m = (l + r) >> 1; if (w.live[m] < fvb) l = m + 1; else r = m; }
-      w.lo = l;
-      r = w.hi;
-      while (l < r) { const int m = (l + r) >> 1; if (w.live[m] < fvb + nvb) l = m + 1; else r = m; }
-      w.hi = l;
+      // Text blocks are the first fvb and the last nb - fvb - nvb of the grid and
+      // a live list is ascending without repeats, so at most that many entries
+      // sit at either end: scan them rather than bisect (each probe is a
+      // dependent load; without text there is none).
+      while (w.lo < w.hi && w.live[w.lo] < fvb) ++w.lo;
+      while (w.hi > w.lo && w.live[w.hi - 1] >= fvb + nvb) --w.hi;
     } else {
       w.lo = fvb;
       w.hi = fvb + nvb;

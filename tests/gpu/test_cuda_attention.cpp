@@ -5,6 +5,7 @@
 // masks; plus the exact sparsity map. Skips cleanly without a GPU.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <limits>
 
 #include "gpu_test_util.hpp"
@@ -78,6 +79,17 @@ TEST_F(Fixture, TextBeforePaddedBlock64Batch2) {
   expect_close(c, run_case(*gpu, *cpu, c));
 }
 
+// Text before the video with 128-token blocks: the Hopper map pass skips the
+// text query blocks and the live text key blocks at the front of each row.
+TEST_F(Fixture, TextBeforeBlock128SparseWithMap) {
+  Case c;
+  c.tokens = with_text(video(4, 8, 16), TextPosition::Before, 300, 211);  // 3 text blocks
+  c.H = 3;
+  c.mask = Case::Mask::Random;
+  c.density = 0.35;
+  c.seed = 21;
+  expect_close(c, run_case(*gpu, *cpu, c));
+}
 TEST_F(Fixture, TextAfterPaddedHeadSubsetF16) {
   Case c;
   c.tokens = with_text(video(3, 8, 16), TextPosition::After, 50, 33);  // N = 434
@@ -246,6 +258,25 @@ TEST_F(Fixture, BadInputThrowsBeforeLaunch) {
 }
 
 // Skipped heads: zero_heads writes zeros there and touches nothing else.
+// The Hopper map pass counts by saturated FMA, or by compare for rows whose
+// threshold is tiny (mask_policy.hpp: the same decision); the second path, forced
+// for every row here, must give the same maps. (Elsewhere the path is the
+// default one, so the text, batch and partial-block cases run on both.)
+TEST_F(Fixture, MapCountByCompare) {
+  ::setenv("MODDIT_CUDA_MAP_COUNT", "compare", 1);
+  std::shared_ptr<Backend> compare = make_cuda_backend(0);
+  ::unsetenv("MODDIT_CUDA_MAP_COUNT");
+  for (TextPosition pos : {TextPosition::Before, TextPosition::After}) {
+    Case c;
+    c.tokens = with_text(video(3, 8, 16), pos, 150, 97);
+    c.B = 2;
+    c.mask = Case::Mask::Random;
+    c.density = 0.4;
+    c.seed = pos == TextPosition::Before ? 22 : 23;
+    expect_close(c, run_case(*compare, *cpu, c));
+  }
+}
+
 TEST_F(Fixture, ZeroHeads) {
   const int B = 2, N = 70, H = 3, D = 64;
   std::mt19937 rng(7);
