@@ -12,7 +12,9 @@ frame block-diagonal, grown until the target video density), runs
   flex     torch.compile'd flex_attention with BlockMask.from_kv_blocks of the same layout
 
 checks that each output agrees with moddit's (relative L2 error), and prints one
-table of median times and effective TFLOP/s = 4*B*H*D*sum(live query x key pairs)/t.
+table of median times and effective TFLOP/s = 4*B*H*D*sum(live query x key pairs)/t
+(each implementation's calls queued back to back, the implementations' runs
+alternating: see bench_ms).
 
 Run on the GPU machine after scripts/gpu_build.sh:
   python3 scripts/bench_gpu.py --lib build-gpu/src/cuda/libmoddit_capi.so
@@ -93,18 +95,39 @@ class Moddit:
             raise RuntimeError(self.lib.moddit_capi_error().decode())
 
 
-def bench_ms(fn, iters):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
+def bench_ms(fns, iters):
+    """Milliseconds per call of each function, timed by CUDA events around `reps`
+    calls queued back to back (each call's host work overlaps the previous call's
+    kernels; a run lasts about 25 ms), the functions' runs alternating: the GPU is
+    power-capped and its clock drifts over seconds, so timing one implementation
+    after another would hand the later ones a hotter, slower clock. Median of
+    `iters` runs each."""
+    def run(fn, reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        fn()
+        for _ in range(reps):
+            fn()
         b.record()
         torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return float(np.median(times))
+        return a.elapsed_time(b) / reps
+    reps = {}
+    for impl, fn in fns.items():
+        run(fn, 1)  # warm-up
+        reps[impl] = min(200, max(1, int(25.0 / max(run(fn, 1), 1e-3))))
+    times = {impl: [] for impl in fns}
+    for _ in range(iters):
+        for impl, fn in fns.items():
+            times[impl].append(run(fn, reps[impl]))
+    return {impl: float(np.median(t)) for impl, t in times.items()}
+
+
+def sdpa_on(backend, q, k, v):
+    """SDPA pinned to one backend at every call (the timed calls run later, outside
+    any `sdpa_kernel` block of the caller)."""
+    def fn():
+        with sdpa_kernel([backend]):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    return fn
 
 
 def rel(a, b):
@@ -118,7 +141,7 @@ def main():
     ap.add_argument("--shapes", default="wan,hunyuan,cog")
     ap.add_argument("--densities", default="1,0.5,0.2,0.1,0.05")
     ap.add_argument("--layouts", default="random,moddit")
-    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=5, help="timed runs of ~25 ms per implementation (median)")
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
@@ -148,7 +171,7 @@ def main():
             for kind in args.layouts.split(","):
                 if density >= 1.0 and kind != args.layouts.split(",")[0]:
                     continue
-                res = {}
+                fns, outs = {}, {}
                 if density >= 1.0:
                     lname, masks = "dense", None
                     pairs = float(H) * N * N
@@ -167,15 +190,14 @@ def main():
 
                 def run_moddit():
                     md.attention(q, k, v, out, shape, bs, row_ptr, col_idx)
-                res["moddit"] = (bench_ms(run_moddit, args.iters), out.clone())
-                ref = res["moddit"][1]
+                run_moddit()
+                fns["moddit"], outs["moddit"] = run_moddit, out.clone()
                 if masks is None:
                     for impl, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
                         try:
-                            with sdpa_kernel([be]):
-                                fn = lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt)
-                                o = fn()
-                                res[impl] = (bench_ms(fn, args.iters), o.transpose(1, 2))
+                            fn = sdpa_on(be, qt, kt, vt)
+                            o = fn()
+                            fns[impl], outs[impl] = fn, o.transpose(1, 2)
                         except Exception as e:  # a backend that refuses the shape
                             print(f"  {impl}: not run ({str(e).splitlines()[0][:100]})")
                 if not args.no_flex:
@@ -191,17 +213,20 @@ def main():
                                                           seq_lengths=(N, N))
                         fn = lambda: flex(qt, kt, vt, block_mask=bm)
                         o = fn()
-                        res["flex"] = (bench_ms(fn, args.iters), o.transpose(1, 2))
+                        fns["flex"], outs["flex"] = fn, o.transpose(1, 2)
                     except Exception as e:
                         print(f"  flex: not run ({str(e).splitlines()[0][:160]})")
-                for impl, (ms, o) in res.items():
-                    err = rel(o, ref) if impl != "moddit" else (rel(ref, res["cudnn"][1]) if "cudnn" in res else
-                                                                 (rel(ref, res["flex"][1]) if "flex" in res else float("nan")))
+                ms_of = bench_ms(fns, args.iters)
+                ref = outs["moddit"]
+                for impl, ms in ms_of.items():
+                    o = outs[impl]
+                    err = rel(o, ref) if impl != "moddit" else (rel(ref, outs["cudnn"]) if "cudnn" in outs else
+                                                                 (rel(ref, outs["flex"]) if "flex" in outs else float("nan")))
                     tf = flops / (ms * 1e-3) / 1e12
                     print(f"{name:8} {lname:7} {real_density:5.3f} {impl:7} {ms:9.3f} {tf:8.1f} {err:8.1e}", flush=True)
                     rows.append(dict(shape=name, layout=lname, target_density=density, density=real_density,
                                      impl=impl, ms=ms, tflops=tf, rel_err=err))
-                del res
+                del fns, outs
                 torch.cuda.empty_cache()
     if args.json:
         tmp = args.json + ".tmp"
