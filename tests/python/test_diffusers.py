@@ -94,6 +94,19 @@ def test_moddit_policy_end_to_end(name, make, inputs):
     md.disable(model)
 
 
+def test_dense_calls_auto_takes_moddit_only_where_it_is_faster(monkeypatch):
+    import torch
+    from moddit.diffusers.controller import dense_calls_on_sdpa
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert dense_calls_on_sdpa("sdpa", gpu, 128, 128) and not dense_calls_on_sdpa("moddit", cpu, 64, 64)
+    assert dense_calls_on_sdpa("auto", cpu, 128, 128)
+    for major, d, bs, sdpa in ((9, 128, 128, False), (9, 64, 128, True), (9, 128, 64, True),
+                               (8, 128, 128, True), (10, 128, 128, True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 0))
+        assert dense_calls_on_sdpa("auto", gpu, d, bs) == sdpa, (major, d, bs)
+
+
 def test_dense_calls_moddit_keeps_the_warm_up_on_moddit_kernels():
     import torch
     import moddit.diffusers as md
@@ -101,7 +114,7 @@ def test_dense_calls_moddit_keeps_the_warm_up_on_moddit_kernels():
     name, make, inputs = FAMILIES[0]
     model = make()
     x = inputs(torch)
-    with pytest.raises(ValueError, match="dense_calls"):
+    with pytest.raises(ValueError, match="dense_calls must be 'auto', 'sdpa' or 'moddit'"):
         md.enable(model, policy="moddit", num_steps=4, dense_calls="cudnn")
     md.enable(model, policy="moddit", num_steps=4, warmup_steps=3, block_size=64,
               dense_calls="moddit")

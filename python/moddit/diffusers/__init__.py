@@ -65,10 +65,12 @@ def enable(pipe, policy: Any = "moddit", *, config: Any = None, num_steps: Optio
     block_size, eta), "sparse_vdit" (config= a searched VditConfig or its file),
     "dense" (moddit's dense kernels: the reference), "sdpa" (diffusers' own
     attention, through moddit's processors: for timing and recording), or a
-    moddit.Policy object. dense_calls="sdpa" (default) runs the calls the policy
-    would compute as plain dense attention (MOD-DiT's warm-up steps, dense
-    layers) with the model's own attention (SDPA: cuDNN / FlashAttention);
-    "moddit" runs them on moddit's dense kernel. num_steps: the schedule length when `pipe` is a bare
+    moddit.Policy object. dense_calls: where the calls the policy would compute
+    as plain dense attention (MOD-DiT's warm-up steps, dense layers) run: "auto"
+    (default) the faster of the two on the device (moddit's dense kernel on
+    Hopper at head dim 128 with 128-token blocks, SDPA otherwise), "sdpa" the
+    model's own attention (cuDNN / FlashAttention), "moddit" moddit's dense kernel.
+    num_steps: the schedule length when `pipe` is a bare
     transformer (a pipeline's scheduler tells it otherwise). report: True prints
     the summary after every pipeline call (to stderr); a callable receives it.
     Returns the pipeline (or model) for chaining.

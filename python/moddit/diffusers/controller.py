@@ -48,6 +48,18 @@ class CallStat:
         return float(self.timer)
 
 
+def dense_calls_on_sdpa(mode: str, device: torch.device, head_dim: int, block_size: int) -> bool:
+    """Whether plain dense calls (no map) run the model's own attention (SDPA)
+    rather than moddit's dense kernel. "auto" takes the faster one as measured
+    on an H100 (docs/BENCHMARKS.md): moddit's Hopper kernel at D = 128 with
+    128-token blocks (1.10-1.13x cuDNN), SDPA's cuDNN otherwise (at D = 64 it is
+    1.1x faster than moddit's kernel; off Hopper moddit runs its portable kernel)."""
+    if mode != "auto":
+        return mode == "sdpa"
+    hopper = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
+    return not (hopper and head_dim == 128 and block_size == 128)
+
+
 @dataclass
 class ForwardStat:
     step: int
@@ -62,11 +74,12 @@ class Controller:
         self.tracker = tracker
         config_kw = dict(config_kw)
         # Calls the policy runs as plain dense attention (MOD-DiT's warm-up) take
-        # the model's own attention (SDPA: cuDNN / FlashAttention), the fastest
-        # dense path; "moddit" keeps moddit's dense kernel for them.
-        self.dense_calls = str(config_kw.pop("dense_calls", "sdpa"))
-        if self.dense_calls not in ("sdpa", "moddit"):
-            raise ValueError(f"dense_calls must be 'sdpa' or 'moddit', got {self.dense_calls!r}")
+        # the faster dense path ("auto": dense_calls_on_sdpa), the model's own
+        # attention ("sdpa": cuDNN / FlashAttention) or moddit's dense kernel.
+        self.dense_calls = str(config_kw.pop("dense_calls", "auto"))
+        if self.dense_calls not in ("auto", "sdpa", "moddit"):
+            raise ValueError(f"dense_calls must be 'auto', 'sdpa' or 'moddit', got {self.dense_calls!r}")
+        self._sdpa_on: Dict[torch.device, bool] = {}
         self.policy_spec = (policy, config, config_kw)
         self.modules = family.attention_modules(model)
         self.num_layers = len(self.modules)
@@ -206,7 +219,11 @@ class Controller:
             tokens = self._tokens(frames, height, width, text_tokens, valid, position)
             parts.append((b0, b1, self._session_at(tokens, q.device, step)))
             b0 = b1
-        if self.dense_calls == "sdpa" and all(
+        on_sdpa = self._sdpa_on.get(q.device)
+        if on_sdpa is None:
+            on_sdpa = self._sdpa_on[q.device] = dense_calls_on_sdpa(
+                self.dense_calls, q.device, self.head_dim, self.block_size)
+        if on_sdpa and all(
                 session.plain_dense(layer, b1 - b0, slot_begin + b0) for b0, b1, session in parts):
             out = dense()
             self.calls.append(CallStat(step, layer, B, "dense", 1.0, 0, timer.stop()))
