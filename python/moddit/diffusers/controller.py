@@ -79,7 +79,6 @@ class Controller:
         self.dense_calls = str(config_kw.pop("dense_calls", "auto"))
         if self.dense_calls not in ("auto", "sdpa", "moddit"):
             raise ValueError(f"dense_calls must be 'auto', 'sdpa' or 'moddit', got {self.dense_calls!r}")
-        self._sdpa_on: Dict[torch.device, bool] = {}
         self.policy_spec = (policy, config, config_kw)
         self.modules = family.attention_modules(model)
         self.num_layers = len(self.modules)
@@ -219,11 +218,7 @@ class Controller:
             tokens = self._tokens(frames, height, width, text_tokens, valid, position)
             parts.append((b0, b1, self._session_at(tokens, q.device, step)))
             b0 = b1
-        on_sdpa = self._sdpa_on.get(q.device)
-        if on_sdpa is None:
-            on_sdpa = self._sdpa_on[q.device] = dense_calls_on_sdpa(
-                self.dense_calls, q.device, self.head_dim, self.block_size)
-        if on_sdpa and all(
+        if dense_calls_on_sdpa(self.dense_calls, q.device, self.head_dim, self.block_size) and all(
                 session.plain_dense(layer, b1 - b0, slot_begin + b0) for b0, b1, session in parts):
             out = dense()
             self.calls.append(CallStat(step, layer, B, "dense", 1.0, 0, timer.stop()))
