@@ -10,8 +10,11 @@ py="${PYTHON:-python3}"
 echo "== Python requirements (PyPI)"
 # torch from PyPI is the CUDA build (~0.5 GB wheel + CUDA libraries, about a minute
 # to install); PyPI has no CPU-only torch. Its CPU code path is what the tests use.
+# moddit.tiny (tests/python/test_tiny.py): scikit-image (the photographs), Pillow and
+# matplotlib (pictures), accelerate (diffusers loads Wan model folders through it).
 "$py" -m pip install --quiet --disable-pip-version-check \
-  nanobind scikit-build-core numpy pytest safetensors torch "diffusers>=0.35" transformers
+  nanobind scikit-build-core numpy pytest safetensors torch "diffusers>=0.35" transformers \
+  accelerate scikit-image pillow matplotlib
 
 echo "== build and install the module"
 MODDIT_CUDA=OFF "$py" -m pip install --quiet --disable-pip-version-check --no-build-isolation .

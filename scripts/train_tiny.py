@@ -148,6 +148,17 @@ they were measured on.
 """
 
 
+def preflight() -> None:
+    """Everything the run needs after training, checked before it: a missing
+    package fails in seconds, not after the budget."""
+    import accelerate  # noqa: F401  (diffusers loads the saved folder through it)
+    import matplotlib  # noqa: F401
+    import PIL  # noqa: F401
+    from moddit.tiny import data
+
+    data.textures()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     tiny = import_tiny()
@@ -158,11 +169,16 @@ def main(argv=None) -> int:
     from moddit.tiny.pipeline import load_tiny
     from moddit.tiny.train import Settings, TrainingDiverged, train
 
+    preflight()
     if args.smoke:
         args.size = "small"
         args.steps, args.warmup, args.eval_every = min(args.steps, 12), 4, 6
         args.sample_steps = min(args.sample_steps, 4)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.smoke and device.type == "cpu":
+        # Tensors this small gain nothing from threads, and on a busy machine
+        # OpenMP's spinning threads make a step 10x slower.
+        torch.set_num_threads(1)
     frames, height, width = FULL if args.size == "full" else SMALL
     deadline = T0 + args.minutes * 60 - args.reserve_seconds if args.minutes > 0 else 0.0
     settings = Settings(seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr,

@@ -269,6 +269,14 @@ def _grid(affine: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.stack([gx, gy], -1).reshape(B, Fr * height, width, 2)
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A CPU tensor on `device`, through pinned memory without a wait on CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def render(plans: Sequence[VideoPlan], height: int, width: int, device="cpu") -> torch.Tensor:
     """Pixels [B, 3, F, H, W] float32 in [0, 1] of the planned videos."""
     if not plans:
@@ -278,14 +286,19 @@ def render(plans: Sequence[VideoPlan], height: int, width: int, device="cpu") ->
         raise ValueError("moddit.tiny.data: the videos of one batch must have the same frames")
     dev = torch.device(device)
     bases, sprites = textures(dev)
-    f32 = dict(device=dev, dtype=torch.float32)
-    base_aff = torch.from_numpy(np.stack([p.base for p in plans])).to(**f32)
-    spr_aff = torch.from_numpy(np.stack([p.sprite for p in plans])).to(**f32)
-    spr_on = torch.from_numpy(np.stack([p.sprite_on for p in plans])).to(**f32)
-    spr_src = torch.from_numpy(np.stack([p.sprite_src for p in plans])).to(dev)
-    gain = torch.from_numpy(np.stack([p.gain for p in plans])).to(**f32)
-    fam = torch.tensor([p.family for p in plans], device=dev)
     B = len(plans)
+    # All per-video numbers in one host-to-device copy (pinned, asynchronous on
+    # CUDA: the training loop never waits for the GPU here).
+    parts = [np.stack([p.base for p in plans]), np.stack([p.sprite for p in plans]),
+             np.stack([p.sprite_on for p in plans]), np.stack([p.sprite_src for p in plans]),
+             np.stack([p.gain for p in plans]), np.array([[p.family] for p in plans])]
+    flat = torch.from_numpy(np.concatenate([a.reshape(B, -1) for a in parts], 1)
+                            .astype(np.float32))
+    flat = to_device(flat, dev)
+    pieces = torch.split(flat, [a[0].size for a in parts], dim=1)
+    base_aff, spr_aff, spr_on, spr_src, gain, fam = (
+        x.reshape(a.shape) for x, a in zip(pieces, parts))
+    spr_src, fam = spr_src.long(), fam[:, 0].long()
 
     video = F.grid_sample(bases[fam], _grid(base_aff, height, width), mode="bilinear",
                           padding_mode="reflection", align_corners=False)   # [B, 3, F*H, W]

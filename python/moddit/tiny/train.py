@@ -155,7 +155,8 @@ def train(s: Settings, log_file: Optional[str] = None,
     t_start = time.time()
     model = make_model(s.model_seed, **s.model).to(device).train()
     text_dim = int(model.config.text_dim)
-    prompts = prompt_table(text_dim).to(device)
+    prompts_cpu = prompt_table(text_dim)
+    prompts = prompts_cpu.to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "scale_shift" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "scale_shift" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
@@ -197,7 +198,8 @@ def train(s: Settings, log_file: Optional[str] = None,
                 group["lr"] = lr
             fams, seeds, drops = data.training_draw(s.seed, step, s.batch, s.cond_drop)
             x0 = _batch_latents(s, fams, seeds)
-            emb = prompts[fams] * (~torch.tensor(drops, device=device)).view(-1, 1, 1)
+            keep = (~torch.tensor(drops)).float().view(-1, 1, 1)
+            emb = data.to_device(prompts_cpu[fams] * keep, device)
             t = shifted(torch.rand(s.batch, device=device, generator=gen), s.shift)
             eps = torch.randn(x0.shape, device=device, generator=gen)
             loss = _loss(model, s, x0, emb, t, eps)
