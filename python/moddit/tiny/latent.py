@@ -71,12 +71,19 @@ def basis() -> torch.Tensor:
 BASIS = basis()
 
 
+_CONSTS = {}
+
+
 def _consts(like: torch.Tensor):
-    dev = like.device
-    b = BASIS.to(device=dev, dtype=torch.float32)
-    mean = torch.tensor(CHANNEL_MEAN, device=dev).view(1, CHANNELS, 1, 1, 1)
-    std = torch.tensor(CHANNEL_STD, device=dev).view(1, CHANNELS, 1, 1, 1)
-    return b, mean, std
+    """(basis, mean, std) as float32 on like's device (made once per device: a
+    copy per call would make the training loop wait for the GPU)."""
+    key = str(like.device)
+    if key not in _CONSTS:
+        dev = like.device
+        _CONSTS[key] = (BASIS.to(device=dev, dtype=torch.float32),
+                        torch.tensor(CHANNEL_MEAN, device=dev).view(1, CHANNELS, 1, 1, 1),
+                        torch.tensor(CHANNEL_STD, device=dev).view(1, CHANNELS, 1, 1, 1))
+    return _CONSTS[key]
 
 
 def _check(x: torch.Tensor, channels: int, what: str) -> None:
