@@ -10,8 +10,11 @@ py="${PYTHON:-python3}"
 echo "== Python requirements (PyPI)"
 # torch from PyPI is the CUDA build (~0.5 GB wheel + CUDA libraries, about a minute
 # to install); PyPI has no CPU-only torch. Its CPU code path is what the tests use.
+# xfuser and yunchang (xDiT): the sequence-parallel pipeline tests run xDiT's
+# transformers on gloo processes (tests/python/test_parallel_pipelines.py).
 "$py" -m pip install --quiet --disable-pip-version-check \
-  nanobind scikit-build-core numpy pytest safetensors torch "diffusers>=0.35" transformers
+  nanobind scikit-build-core numpy pytest safetensors torch "diffusers>=0.35" transformers \
+  xfuser==0.7.0 yunchang==0.6.4
 
 echo "== build and install the module"
 MODDIT_CUDA=OFF "$py" -m pip install --quiet --disable-pip-version-check --no-build-isolation .

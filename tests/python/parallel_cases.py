@@ -34,13 +34,14 @@ class Scenario:
     seed: int = 0
     expect_error: Optional[str] = None  # every rank must raise a moddit.Error containing it
     bad_rows_on: Optional[int] = None   # this rank passes one row too few
+    head_dim: int = 32
+    device: str = "cpu"                 # "cuda": moddit's CUDA backend, bf16
 
     @property
     def world(self) -> int:
         return self.ulysses * self.ring
 
 
-D = 32
 BLOCK = 64
 MODDIT_CFG = dict(warmup_steps=3, interval=2, target_density=0.45)  # block size: BLOCK
 
@@ -59,7 +60,7 @@ def sharding_of(s: Scenario, tokens: moddit.TokenLayout) -> Sharding:
                                    tokens.text_position, split_text=s.sharding == "text_split")
 
 
-def vdit_config(tokens: moddit.TokenLayout, heads: int, steps: int, layers: int,
+def vdit_config(tokens: moddit.TokenLayout, heads: int, head_dim: int, steps: int, layers: int,
                 only: Optional[str] = None) -> moddit.VditConfig:
     """A hand-made Sparse-vDiT config with every mode (what `moddit search`
     writes), or every head in mode `only` ("diagonal": window 0)."""
@@ -73,7 +74,7 @@ def vdit_config(tokens: moddit.TokenLayout, heads: int, steps: int, layers: int,
     layer_choices = [[modes[(h + l) % len(modes)] for h in range(heads)] for l in range(layers)]
     data = {
         "format": "moddit.sparse_vdit", "version": 1,
-        "model": {"num_layers": layers, "num_heads": heads, "head_dim": D, "num_steps": steps},
+        "model": {"num_layers": layers, "num_heads": heads, "head_dim": head_dim, "num_steps": steps},
         "tokens": {"frames": tokens.frames, "height": tokens.height, "width": tokens.width,
                    "text_tokens": tokens.text_tokens, "text_valid": tokens.text_valid,
                    "text_position": tokens.text_position},
@@ -87,16 +88,19 @@ def policy_args(s: Scenario, tokens: moddit.TokenLayout):
     if s.policy == "moddit":
         return "moddit", None, dict(MODDIT_CFG, **s.config)
     if s.policy == "sparse_vdit":
-        return "sparse_vdit", vdit_config(tokens, s.heads, s.steps, s.layers,
+        return "sparse_vdit", vdit_config(tokens, s.heads, s.head_dim, s.steps, s.layers,
                                           s.config.get("only")), {}
     return s.policy, None, {}
 
 
 def inputs(s: Scenario, step: int, layer: int, call: int, N: int):
-    """Full-sequence q, k, v [B, N, H, D] of one call (the same in every process)."""
+    """Full-sequence q, k, v [B, N, H, D] of one call (the same in every process),
+    on the scenario's device (bf16 on CUDA)."""
     g = torch.Generator().manual_seed(hash((s.seed, step, layer, call)) % (2 ** 31))
-    shape = (s.batch, N, s.heads, D)
-    return tuple(torch.randn(shape, generator=g) * (1.5 if i < 2 else 1.0) for i in range(3))
+    shape = (s.batch, N, s.heads, s.head_dim)
+    dtype = torch.bfloat16 if s.device == "cuda" else torch.float32
+    return tuple((torch.randn(shape, generator=g) * (1.5 if i < 2 else 1.0)).to(s.device, dtype)
+                 for i in range(3))
 
 
 def reference(s: Scenario) -> List[torch.Tensor]:
@@ -104,23 +108,25 @@ def reference(s: Scenario) -> List[torch.Tensor]:
     moddit.set_cpu_threads(1)
     tokens = token_layout(s)
     policy, config, kw = policy_args(s, tokens)
-    sess = moddit.Session(tokens, policy, num_steps=s.steps, num_layers=s.layers,
-                          num_heads=s.heads, head_dim=D, block_size=BLOCK, config=config, **kw)
+    sess = moddit.Session(tokens, policy, device=s.device, num_steps=s.steps,
+                          num_layers=s.layers, num_heads=s.heads, head_dim=s.head_dim,
+                          block_size=BLOCK, config=config, **kw)
     outs = []
     for step in range(s.steps):
         sess.begin_step(step)
         for layer in range(s.layers):
             for call in range(s.calls_per_step):
                 q, k, v = inputs(s, step, layer, call, tokens.total_tokens)
-                outs.append(sess.attention(layer, q, k, v))
+                outs.append(sess.attention(layer, q, k, v).float().cpu())
     return outs
 
 
 def local_rows(full: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """This rank's rows of a full-sequence tensor (padding rows: noise, which
     must not reach any output)."""
-    pad = torch.randn(full.shape[0], 1, *full.shape[2:]) * 7.0
+    pad = (torch.randn(full.shape[0], 1, *full.shape[2:]) * 7.0).to(full.device, full.dtype)
     src = torch.cat([full, pad], dim=1)
+    rows = rows.to(full.device)
     idx = torch.where(rows >= 0, rows, torch.full_like(rows, full.shape[1]))
     return src.index_select(1, idx)
 
@@ -131,9 +137,9 @@ def run_parallel(s: Scenario, groups: Groups):
     sharding = sharding_of(s, tokens)
     rows = torch.from_numpy(sharding.rows_of(groups.sp_rank))
     policy, config, kw = policy_args(s, tokens)
-    sess = ParallelSession(tokens, sharding, groups, policy, num_steps=s.steps,
-                           num_layers=s.layers, num_heads=s.heads, head_dim=D, block_size=BLOCK,
-                           config=config, **kw)
+    sess = ParallelSession(tokens, sharding, groups, policy, device=s.device, num_steps=s.steps,
+                           num_layers=s.layers, num_heads=s.heads, head_dim=s.head_dim,
+                           block_size=BLOCK, config=config, **kw)
     outs = []
     for step in range(s.steps):
         sess.begin_step(step)
@@ -143,16 +149,22 @@ def run_parallel(s: Scenario, groups: Groups):
                                                                tokens.total_tokens))
                 if s.bad_rows_on == groups.sp_rank:
                     q, k, v = q[:, 1:], k[:, 1:], v[:, 1:]
-                outs.append(sess.attention(layer, q, k, v))
+                outs.append(sess.attention(layer, q, k, v).float().cpu())
     return outs, sess.calls
 
 
-def worker(rank: int, world: int, port: int, scenarios: List[Scenario], out_dir: str) -> None:
+def worker(rank: int, world: int, port: int, scenarios: List[Scenario], out_dir: str,
+           backend: str = "gloo") -> None:
+    """One rank: every scenario in order, its outputs (or error) saved per rank.
+    backend "nccl" needs one GPU per rank; "gloo" runs CPU and CUDA tensors
+    (CUDA ones staged through host memory: ranks may share a GPU)."""
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
     moddit.set_cpu_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world,
+    if torch.cuda.is_available():
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    torch.distributed.init_process_group(backend, rank=rank, world_size=world,
                                          timeout=datetime.timedelta(seconds=60))
     try:
         cache: Dict[Any, Groups] = {}

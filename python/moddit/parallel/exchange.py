@@ -12,6 +12,29 @@ import torch.distributed as dist
 
 from .sharding import Piece, gather_rows, scatter_rows
 
+def comm_device(group: Any, device: torch.device) -> torch.device:
+    """Where `group`'s collectives take tensors that live on `device`: there for
+    NCCL (and for CPU tensors); host memory for a gloo group, which has no CUDA
+    all-to-all or send/recv (CUDA tensors are staged through it: several
+    processes sharing one GPU, tests)."""
+    if device.type != "cuda":
+        return device
+    backend = str(dist.get_backend(group)).lower()
+    return device if "nccl" in backend else torch.device("cpu")
+
+
+def _all_to_all(recv: torch.Tensor, send: torch.Tensor, out_splits, in_splits, group) -> None:
+    dev = comm_device(group, send.device)
+    if dev == send.device:
+        dist.all_to_all_single(recv, send, output_split_sizes=out_splits,
+                               input_split_sizes=in_splits, group=group)
+        return
+    staged = torch.empty(recv.shape, dtype=recv.dtype, device=dev)
+    dist.all_to_all_single(staged, send.to(dev), output_split_sizes=out_splits,
+                           input_split_sizes=in_splits, group=group)
+    recv.copy_(staged)
+
+
 _index_cache: Dict[Tuple, Tuple[Piece, torch.Tensor]] = {}
 
 
@@ -49,9 +72,8 @@ def scatter_heads(x: torch.Tensor, group: Any, piece: Piece, G: int,
     send = blocks.contiguous()
     lengths = piece.lengths
     recv = torch.empty(B * sum(lengths) * h * D, dtype=x.dtype, device=x.device)
-    dist.all_to_all_single(recv, send.reshape(-1),
-                           output_split_sizes=[B * m * h * D for m in lengths],
-                           input_split_sizes=[B * n * h * D] * G, group=group)
+    _all_to_all(recv, send.reshape(-1), [B * m * h * D for m in lengths], [B * n * h * D] * G,
+                group)
     if piece.identity and len(set(lengths)) == 1:
         # [G, B, m, h, D] -> [B, G m, h, D]
         return recv.view(G, B, lengths[0], h, D).transpose(0, 1).reshape(B, G * lengths[0], h, D)
@@ -72,8 +94,8 @@ def gather_heads(o: torch.Tensor, group: Any, piece: Piece, G: int, n: int,
     if G == 1:
         return send.view(B, n, h, D)
     recv = torch.empty(G * B * n * h * D, dtype=o.dtype, device=o.device)
-    dist.all_to_all_single(recv, send.reshape(-1), output_split_sizes=[B * n * h * D] * G,
-                           input_split_sizes=[B * m * h * D for m in lengths], group=group)
+    _all_to_all(recv, send.reshape(-1), [B * n * h * D] * G, [B * m * h * D for m in lengths],
+                group)
     got = recv.view(G, B, n, h, D)  # from group rank g: head block head_order[g]
     if head_order is not None and tuple(head_order) != tuple(range(G)):
         inverse = [0] * G
@@ -88,7 +110,8 @@ def all_gather_rows(t: torch.Tensor, group: Any, size: int) -> torch.Tensor:
     """[size, *t.shape]: every member's t (same shape everywhere)."""
     if size == 1:
         return t.unsqueeze(0)
-    t = t.contiguous()
-    out = torch.empty((size * t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
-    dist.all_gather_into_tensor(out, t, group=group)  # concatenated along dim 0 (gloo and NCCL)
-    return out.view((size,) + tuple(t.shape))
+    dev = comm_device(group, t.device)
+    src = t.to(dev).contiguous()
+    out = torch.empty((size * t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype, device=dev)
+    dist.all_gather_into_tensor(out, src, group=group)  # concatenated along dim 0 (gloo and NCCL)
+    return out.view((size,) + tuple(t.shape)).to(t.device)

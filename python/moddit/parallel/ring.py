@@ -20,7 +20,8 @@ import torch.distributed as dist
 
 from .. import _frameworks as fw
 from .. import _moddit as _C
-from .sharding import Piece, Run
+from .exchange import comm_device
+from .sharding import Run
 
 _NEG_INF = float("-inf")
 
@@ -112,6 +113,8 @@ def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: Se
     else:
         k_own, v_own = k, v
     k_own, v_own = k_own.contiguous(), v_own.contiguous()
+    dev = comm_device(ring_group, k.device)  # gloo: CUDA chunks travel through host memory
+    k_send, v_send = (k_own, v_own) if dev == k.device else (k_own.to(dev), v_own.to(dev))
     keys = [sum(n for _, n in runs) for runs in k_runs]
 
     acc_out = torch.zeros((B, M, H, D), dtype=torch.float32, device=q.device)
@@ -154,11 +157,11 @@ def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: Se
         dst, src = (me + d) % R, (me - d) % R
         ops = []
         if plan.need[dst, me] and keys[me] > 0:
-            ops.append(dist.P2POp(dist.isend, k_own, ring_global_ranks[dst], ring_group))
-            ops.append(dist.P2POp(dist.isend, v_own, ring_global_ranks[dst], ring_group))
+            ops.append(dist.P2POp(dist.isend, k_send, ring_global_ranks[dst], ring_group))
+            ops.append(dist.P2POp(dist.isend, v_send, ring_global_ranks[dst], ring_group))
         kin = vin = None
         if plan.need[me, src] and keys[src] > 0:
-            kin = torch.empty((B, keys[src], H, D), dtype=k.dtype, device=k.device)
+            kin = torch.empty((B, keys[src], H, D), dtype=k.dtype, device=dev)
             vin = torch.empty_like(kin)
             ops.append(dist.P2POp(dist.irecv, kin, ring_global_ranks[src], ring_group))
             ops.append(dist.P2POp(dist.irecv, vin, ring_global_ranks[src], ring_group))
@@ -177,7 +180,7 @@ def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: Se
             r.wait()
         pending = post(d + 1) if d + 1 < R else None
         if kin is not None:
-            compute(src, kin, vin)
+            compute(src, kin.to(k.device), vin.to(k.device))
     if stats is not None:
         stats.update(counts)
     return acc_out.to(q.dtype)

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 from .. import _api
 from .. import _moddit as _C
-from .exchange import all_gather_rows, gather_heads, scatter_heads
+from .exchange import all_gather_rows, comm_device, gather_heads, scatter_heads
 from .groups import Groups
 from .ring import Group, ring_attention
-from .sharding import Piece, Sharding, key_owner_rows, piece_of
+from .sharding import Piece, Sharding, _runs_of, key_owner_rows, piece_of
 
 
 def _fail(msg: str):
@@ -151,6 +151,9 @@ class ParallelSession:
             _fail("config options given with a policy object: set them on the object")
         self.num_heads, self.head_dim, self.block_size, self.eta = num_heads, head_dim, block_size, eta
         self.dense_calls_sdpa = dense_calls_sdpa
+        self.device = torch.device(device) if isinstance(device, str) else torch.device("cpu")
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.session = _api.Session(tokens, policy, device=device, num_steps=num_steps,
                                     num_layers=num_layers, num_heads=self.layout.state_heads,
                                     head_dim=head_dim, block_size=block_size, eta=eta)
@@ -293,7 +296,7 @@ class ParallelSession:
             else:
                 bits[:, heads] = np.asarray(_C.to_mask(hg.layout).bits)
         packed = torch.from_numpy(np.packbits(bits, axis=-1))
-        device = _comm_device(g.ring)
+        device = comm_device(g.ring, self.device)
         every = all_gather_rows(packed.to(device), g.ring, g.R).cpu().numpy()  # [R, B, Hs, nb, w]
         full = np.unpackbits(every, axis=-1, count=nb).transpose(1, 0, 2, 3, 4).reshape(
             B, g.R * Hs, nb, nb)
@@ -303,17 +306,7 @@ class ParallelSession:
 
 
 def _runs_of_positions(piece: Piece, positions: np.ndarray):
-    tokens = piece.tokens[positions]
-    from .sharding import _runs_of
-    return _runs_of(tokens)
-
-
-def _comm_device(group) -> torch.device:
-    """Where a collective's tensors must live: the GPU for NCCL, the CPU for gloo."""
-    backend = dist.get_backend(group) if group is not None else dist.get_backend()
-    if "nccl" in str(backend).lower():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    return _runs_of(piece.tokens[positions])
 
 
 def _kind_name(kind) -> str:
