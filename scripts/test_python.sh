@@ -12,9 +12,11 @@ echo "== Python requirements (PyPI)"
 # to install); PyPI has no CPU-only torch. Its CPU code path is what the tests use.
 # moddit.tiny (tests/python/test_tiny.py): scikit-image (the photographs), Pillow and
 # matplotlib (pictures), accelerate (diffusers loads Wan model folders through it).
+# xfuser and yunchang (xDiT): the sequence-parallel pipeline tests run xDiT's
+# transformers on gloo processes (tests/python/test_parallel_pipelines.py).
 "$py" -m pip install --quiet --disable-pip-version-check \
   nanobind scikit-build-core numpy pytest safetensors torch "diffusers>=0.35" transformers \
-  accelerate scikit-image pillow matplotlib
+  accelerate scikit-image pillow matplotlib xfuser==0.7.0 yunchang==0.6.4
 
 echo "== build and install the module"
 MODDIT_CUDA=OFF "$py" -m pip install --quiet --disable-pip-version-check --no-build-isolation .

@@ -35,18 +35,33 @@ struct AttentionParams {
   int64_t key_pad_begin = 0;
   int64_t key_pad_end = 0;
 
+  // The part of the sequence the call covers (ring attention runs one query
+  // chunk against one key chunk). q, out and lse hold the query tokens
+  // [q_token_begin, q_token_begin + q_tokens), k and v the key tokens
+  // [k_token_begin, k_token_begin + k_tokens); pointers are at those first
+  // tokens and lse is [B, H, q_tokens]. Work items are the query blocks
+  // q_block_begin .. q_block_begin + num_q_blocks - 1 (layout row
+  // (b * num_sel_heads + s) * num_q_blocks + qb - q_block_begin); a dense call
+  // visits key blocks [k_block_begin, k_block_end). Every block's token range is
+  // clipped to the call's query or key range. A whole-sequence call: 0, seq_len,
+  // 0, seq_len, 0, num_blocks, 0, num_blocks (prepare_params).
+  int q_token_begin = 0, q_tokens = 0;
+  int k_token_begin = 0, k_tokens = 0;
+  int q_block_begin = 0, num_q_blocks = 0;
+  int k_block_begin = 0, k_block_end = 0;
+
   // Head subset (head fusion): the launch covers heads[0..num_sel_heads). Null
   // means all heads in order. Heads not covered are not touched.
   const int32_t* heads = nullptr;
   int num_sel_heads = 0;
 
   // Block-sparse layout over the selected heads (BlockLayout CSR): row
-  // ((b * num_sel_heads + s) * num_blocks + qb). Null row_ptr = dense.
+  // ((b * num_sel_heads + s) * num_q_blocks + qb - q_block_begin). Null row_ptr = dense.
   const int32_t* layout_row_ptr = nullptr;
   const int32_t* layout_col_idx = nullptr;
 
   // Optional outputs.
-  float* lse = nullptr;  // [B, H, N] natural-log sum-exp of the scaled scores; -inf for an empty row
+  float* lse = nullptr;  // [B, H, q_tokens] natural-log sum-exp of the scaled scores; -inf for an empty row
   // Exact sparsity-map counts on computed video x video blocks: [B, H, n, n],
   // count of real (query, key) pairs with P < eta, P normalised over the computed
   // keys of the row. Blocks not computed are not written (callers fill -1).

@@ -42,9 +42,19 @@ struct AttentionCall {
   const std::vector<int32_t>* heads = nullptr;  // head subset (null = all)
   const BlockLayout* layout = nullptr;          // null = dense (over the subset)
   const DeviceLayout* device_layout = nullptr;  // instead of `layout` (device backends)
-  float* lse = nullptr;                         // optional [B, H, N]
+  float* lse = nullptr;                         // optional [B, H, N] ([B, H, q.seq_len] on a chunk)
   int32_t* map_counts = nullptr;                // optional [B, H, n, n]
   float eta = 1e-4f;                            // used with map_counts; must be > 0
+  // A chunk of the sequence (ring attention): q and out hold the query tokens
+  // [q_begin, q_begin + q.seq_len) of the sequence `tokens` describes, k and v
+  // the key tokens [k_begin, k_begin + k.seq_len) when `chunk` is set. Any token offsets and
+  // lengths, block-aligned or not. `layout` then has one row per query block
+  // that meets the query range (num_q_blocks = their count, first row = the
+  // first such block) and lists key blocks by their sequence index, only blocks
+  // that meet the key range (slice_layout builds it from a whole-sequence
+  // layout). No map counts or device layout on a chunk.
+  bool chunk = false;  // false: the whole sequence (q_begin, k_begin unused)
+  int64_t q_begin = 0, k_begin = 0;
 };
 
 // Backends are made by make_*_backend as shared objects; a device policy keeps
@@ -91,9 +101,11 @@ AttentionParams prepare_params(const AttentionCall& call, const BlockGrid& grid)
 void check_same_as_q(const TensorView& q, const TensorView& t, const char* name);
 
 // Throws moddit::Error unless `layout` is valid and covers the call described by
-// `params` (batch, selected heads, blocks). prepare_params() runs it; a backend
-// that caches layouts runs it once per distinct layout instead.
+// `params` (batch, selected heads, query blocks; on a chunk, key blocks that meet
+// the key range only). prepare_params() runs it; a backend that caches layouts
+// runs it once per distinct layout and chunk instead.
 void validate_layout_for(const BlockLayout& layout, const AttentionParams& params);
+
 
 // A host copy of a device layout (inspection, tests, benchmarks). Waits for the
 // backend's stream.

@@ -4,6 +4,7 @@
 // and columns are ordinary blocks here: the policy that builds a layout makes
 // them dense; kernels know nothing of text.
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "moddit/token_layout.hpp"
@@ -49,6 +50,17 @@ BlockLayout full_layout(int batch, int heads, int num_blocks);
 // Fraction of video x video blocks that are live, weighted by their token pairs
 // (the "density" every report uses: 1 = dense, text excluded).
 double video_density(const BlockLayout& layout, const BlockGrid& grid);
+
+// The blocks of `grid` that meet the token range [begin, end): [first, last + 1).
+std::pair<int, int> blocks_meeting(const BlockGrid& grid, int64_t begin, int64_t end);
+
+// The layout of one chunk call (AttentionCall::chunk, backend.hpp): the rows of the query
+// blocks that meet [q_begin, q_end) and, in each, the live key blocks that meet
+// [k_begin, k_end). `layout` covers the whole sequence (num_q_blocks =
+// num_k_blocks = grid's blocks). An empty result (no live block) means the
+// chunk pair contributes nothing: ring attention skips its transfer and call.
+BlockLayout slice_layout(const BlockLayout& layout, const BlockGrid& grid, int64_t q_begin,
+                         int64_t q_end, int64_t k_begin, int64_t k_end);
 
 // Builds a full-sequence mask for one (batch, head) from an n x n video mask:
 // video blocks as given, text rows/columns dense, the diagonal block of every row

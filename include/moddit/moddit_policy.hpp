@@ -30,6 +30,9 @@ class ModditPolicy : public Policy {
   void observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) override;
   // Dense layers and the dense warm-up steps (before the first record).
   bool plain_dense(const CallInfo& call) const override;
+  // What a call of `layer` at `step` is: Dense (warm-up, dense layers), Record,
+  // Sparse or Refresh. Sequence-parallel drivers pick how to run a call by it.
+  CallKind kind_of(int step, int layer) const;
 
   const ModditConfig& config() const;
   // Diagnostics for pictures and reports (empty vectors before the first fit):

@@ -61,6 +61,12 @@ class Session {
   // change (Policy::plain_dense); the caller may then skip the call and run its
   // own dense attention.
   bool plain_dense(int layer, int batch, int slot_begin = -1) const;
+  // The policy's plan for `layer`'s next call, which the caller runs itself
+  // (ring attention runs it chunk by chunk): the slots advance as in
+  // attention(); nothing is run, observed or added to the history. Device
+  // layouts come back as host layouts (downloaded: waits for the backend).
+  // Refuses a plan that records the map (the caller cannot give the map back).
+  Plan plan_call(int layer, int batch, int slot_begin = -1);
 
  private:
   CallInfo call_info(int layer, int batch, int slot) const;

@@ -36,6 +36,7 @@ from ._moddit import (  # noqa: F401  (re-exported API)
     VditHeadChoice,
     VditMode,
     VditSearchOptions,
+    blocks_meeting,
     cpu_backend,
     cuda_available,
     cuda_backend,
@@ -47,6 +48,7 @@ from ._moddit import (  # noqa: F401  (re-exported API)
     open_trajectory,
     place_video_mask,
     search_vdit,
+    slice_layout,
     to_layout,
     to_mask,
     video_density,
@@ -72,7 +74,8 @@ __all__ = [
     'ModditConfig', 'ModditPolicy', 'Plan', 'Policy', 'PythonPolicy', 'SessionOptions',
     'SparseVditPolicy', 'SyntheticSpec', 'TokenLayout', 'TrajectoryInfo',
     'TrajectorySource', 'VditConfig', 'VditHeadChoice', 'VditMode', 'VditSearchOptions',
-    'cpu_backend', 'cuda_available', 'cuda_backend', 'dense_plan', 'full_layout',
+    'blocks_meeting', 'cpu_backend', 'cuda_available', 'cuda_backend', 'dense_plan',
+    'full_layout', 'slice_layout',
     'inspect_file', 'make_block_grid', 'make_synthetic', 'open_trajectory',
     'place_video_mask', 'search_vdit', 'to_layout', 'to_mask', 'video_density',
     'write_trajectory', 'POLICY_NAMES', 'Session', 'attention', 'dense_attention',
@@ -83,9 +86,10 @@ built_with_cuda: bool = _moddit.built_with_cuda
 
 
 def __getattr__(name):
-    # `moddit.diffusers` imports torch and diffusers: loaded on first use only.
-    if name == "diffusers":
+    # `moddit.diffusers`, `.parallel` and `.xdit` import torch (and diffusers,
+    # xfuser): loaded on first use only.
+    if name in ("diffusers", "parallel", "xdit"):
         import importlib
 
-        return importlib.import_module(".diffusers", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'moddit' has no attribute {name!r}")

@@ -53,7 +53,8 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
               layout: Optional[_C.BlockLayout] = None, heads: Optional[Sequence[int]] = None,
               out: Any = None, block_size: int = 128, scale: Optional[float] = None,
               return_lse: bool = False, return_map: bool = False, eta: float = 1e-4,
-              qkv_layout: str = "NHD", backend: Any = None, stream: Optional[int] = None):
+              qkv_layout: str = "NHD", backend: Any = None, stream: Optional[int] = None,
+              q_begin: Optional[int] = None, k_begin: Optional[int] = None):
     """Attention over q, k, v of shape [B, N, H, D] (qkv_layout='NHD', diffusers
     and flash layout) or [B, H, N, D] ('HND'), any strides with a unit D stride,
     in any DLPack framework (PyTorch, NumPy, CuPy, JAX), on CPU or CUDA, without
@@ -63,6 +64,11 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
     BlockLayout (None = dense) over (B, len(heads) or H, blocks, blocks).
     Returns out, or (out, lse[B,H,N] float32, map_counts[B,H,n,n] int32 with -1
     where a block was not computed) as requested by return_lse / return_map.
+
+    q_begin / k_begin (ring attention): q holds the query tokens [q_begin,
+    q_begin + len(q)) of the sequence `tokens` describes, k and v the key tokens
+    [k_begin, k_begin + len(k)); `layout` is then slice_layout() of a
+    whole-sequence layout for that chunk pair (no map on a chunk).
     """
     n_axis = _check_layout(qkv_layout)
     q, k, v = fw.as_input(q), fw.as_input(k), fw.as_input(v)
@@ -84,7 +90,8 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
         stream = fw.current_stream(q)
     _C.attention(backend, q, k, v, out, tokens, block_size, float(scale or 0.0), layout,
                  None if heads is None else [int(h) for h in heads], lse, counts, float(eta),
-                 qkv_layout, int(stream))
+                 qkv_layout, int(stream), None if q_begin is None else int(q_begin),
+                 None if k_begin is None else int(k_begin))
     if not (return_lse or return_map):
         return out
     result = [out]
@@ -217,6 +224,12 @@ class Session:
         """The CallRecords from index `first` on; wait=False never waits for the
         GPU (a density the GPU step reports later is NaN there)."""
         return self._s.history_since(int(first), bool(wait))
+
+    def plan_call(self, layer: int, batch: int, slot_begin: int = -1):
+        """The policy's Plan for the layer's next call, which the caller runs
+        itself (ring attention, moddit.parallel): slots advance as in attention();
+        nothing runs or enters the history."""
+        return self._s.plan_call(int(layer), int(batch), int(slot_begin))
 
     def plain_dense(self, layer: int, batch: int, slot_begin: int = -1) -> bool:
         """Whether the policy would run this call as plain dense attention with no

@@ -227,6 +227,14 @@ def full_layout(batch: int, heads: int, num_blocks: int) -> BlockLayout: ...
 
 def video_density(layout: BlockLayout, grid: BlockGrid) -> float: ...
 
+def blocks_meeting(grid: BlockGrid, begin: int, end: int) -> tuple[int, int]:
+    """The blocks of `grid` that meet tokens [begin, end): (first, last + 1)."""
+
+def slice_layout(layout: BlockLayout, grid: BlockGrid, q_begin: int, q_end: int, k_begin: int, k_end: int) -> BlockLayout:
+    """
+    The layout of one chunk call (ring attention): the rows of the query blocks that meet [q_begin, q_end), each with its live key blocks that meet [k_begin, k_end). Empty (live_blocks == 0): the chunk pair contributes nothing.
+    """
+
 def place_video_mask(video_mask: Annotated[NDArray[numpy.uint8], dict(shape=(None, None), order='C', device='cpu', writable=False)], grid: BlockGrid, out: BlockMask, b: int, h: int) -> None: ...
 
 class Backend:
@@ -260,7 +268,7 @@ def cuda_backend(device_index: int = 0) -> Backend:
 
 def cuda_available() -> bool: ...
 
-def attention(backend: Backend, q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: NDArray, tokens: TokenLayout, block_size: int = 128, softmax_scale: float = 0.0, layout: BlockLayout | None = None, heads: Sequence[int] | None = None, lse: NDArray | None = None, map_counts: NDArray | None = None, eta: float = 9.999999747378752e-05, qkv_layout: str = 'NHD', stream: int = 0) -> None:
+def attention(backend: Backend, q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: NDArray, tokens: TokenLayout, block_size: int = 128, softmax_scale: float = 0.0, layout: BlockLayout | None = None, heads: Sequence[int] | None = None, lse: NDArray | None = None, map_counts: NDArray | None = None, eta: float = 9.999999747378752e-05, qkv_layout: str = 'NHD', stream: int = 0, q_begin: int | None = None, k_begin: int | None = None) -> None:
     """
     Low-level: one attention call into preallocated outputs (see moddit.attention).
     """
@@ -492,6 +500,9 @@ class ModditPolicy(Policy):
 
     def video_mask(self, layer: int, slot: int, head: int) -> NDArray[numpy.uint8]: ...
 
+    def kind_of(self, step: int, layer: int) -> CallKind:
+        """What a call of `layer` at `step` is: DENSE, RECORD, SPARSE or REFRESH."""
+
     @property
     def fits(self) -> list[FitRecord]: ...
 
@@ -597,7 +608,9 @@ class Session:
 
     @property
     def history(self) -> list[CallRecord]:
-        """Every call so far (a copy; waits for the GPU when densities are pending)."""
+        """
+        Every call so far (a copy; waits for the GPU when densities are pending).
+        """
 
     @property
     def history_size(self) -> int: ...
@@ -605,6 +618,11 @@ class Session:
     def history_since(self, first: int, wait: bool = True) -> list[CallRecord]:
         """
         The calls from index `first` on. wait=False never waits for the GPU: a density the GPU step reports later is NaN there.
+        """
+
+    def plan_call(self, layer: int, batch: int, slot_begin: int = -1) -> Plan:
+        """
+        The policy's plan for the layer's next call, run by the caller (ring attention): slots advance as in attention(); nothing runs or enters the history; device layouts come back as host layouts. Refuses a plan that records the map.
         """
 
     def plain_dense(self, layer: int, batch: int, slot_begin: int = -1) -> bool:

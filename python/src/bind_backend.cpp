@@ -21,7 +21,8 @@ void attention(Backend& backend, const AnyTensor& q, const AnyTensor& k, const A
                float softmax_scale, const BlockLayout* layout,
                const std::optional<std::vector<int32_t>>& heads,
                const std::optional<AnyMutTensor>& lse, const std::optional<AnyMutTensor>& map_counts,
-               float eta, const std::string& qkv_layout, uintptr_t stream) {
+               float eta, const std::string& qkv_layout, uintptr_t stream,
+               std::optional<int64_t> q_begin, std::optional<int64_t> k_begin) {
   const Layout lay = layout_from_string(qkv_layout);
   AttentionCall call;
   call.q = tensor_view(q, lay, "q");
@@ -36,6 +37,9 @@ void attention(Backend& backend, const AnyTensor& q, const AnyTensor& k, const A
   call.heads = heads ? &*heads : nullptr;
   call.layout = layout;
   call.eta = eta;
+  call.chunk = q_begin.has_value() || k_begin.has_value();  // a chunk call (ring attention)
+  call.q_begin = q_begin.value_or(0);
+  call.k_begin = k_begin.value_or(0);
   const DeviceRef dev{call.q.device, call.q.device_index};
   const int64_t B = call.q.batch(), H = call.q.heads(), N = call.q.seq_len();
   if (lse) call.lse = lse_buffer(*lse, {B, H, N}, dev);
@@ -78,6 +82,7 @@ void bind_backend(nb::module_& m) {
         nb::arg("heads").none() = nb::none(), nb::arg("lse").none() = nb::none(),
         nb::arg("map_counts").none() = nb::none(), nb::arg("eta") = 1e-4f,
         nb::arg("qkv_layout") = "NHD", nb::arg("stream") = 0,
+        nb::arg("q_begin").none() = nb::none(), nb::arg("k_begin").none() = nb::none(),
         "Low-level: one attention call into preallocated outputs (see moddit.attention).");
 }
 

@@ -1,4 +1,5 @@
 // Enums, token layout, block grid, block layouts and masks.
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -130,10 +131,14 @@ void bind_layout(nb::module_& m) {
       .def_rw("heads", &BlockLayout::heads)
       .def_rw("num_q_blocks", &BlockLayout::num_q_blocks)
       .def_rw("num_k_blocks", &BlockLayout::num_k_blocks)
+      // Copies (the arrays own their data): a property's default policy,
+      // reference_internal, cannot apply to them.
       .def_prop_ro("row_ptr",
-                   [](const BlockLayout& l) { return to_numpy(l.row_ptr, {l.row_ptr.size()}); })
+                   [](const BlockLayout& l) { return to_numpy(l.row_ptr, {l.row_ptr.size()}); },
+                   nb::rv_policy::move)
       .def_prop_ro("col_idx",
-                   [](const BlockLayout& l) { return to_numpy(l.col_idx, {l.col_idx.size()}); })
+                   [](const BlockLayout& l) { return to_numpy(l.col_idx, {l.col_idx.size()}); },
+                   nb::rv_policy::move)
       .def_prop_ro("rows", &BlockLayout::rows)
       .def_prop_ro("live_blocks", &BlockLayout::live_blocks)
       .def("validate", &BlockLayout::validate)
@@ -156,6 +161,13 @@ void bind_layout(nb::module_& m) {
   m.def("to_mask", &to_mask, nb::arg("layout"));
   m.def("full_layout", &full_layout, nb::arg("batch"), nb::arg("heads"), nb::arg("num_blocks"));
   m.def("video_density", &video_density, nb::arg("layout"), nb::arg("grid"));
+  m.def("blocks_meeting", &blocks_meeting, nb::arg("grid"), nb::arg("begin"), nb::arg("end"),
+        "The blocks of `grid` that meet tokens [begin, end): (first, last + 1).");
+  m.def("slice_layout", &slice_layout, nb::arg("layout"), nb::arg("grid"), nb::arg("q_begin"),
+        nb::arg("q_end"), nb::arg("k_begin"), nb::arg("k_end"),
+        "The layout of one chunk call (ring attention): the rows of the query blocks that meet "
+        "[q_begin, q_end), each with its live key blocks that meet [k_begin, k_end). Empty "
+        "(live_blocks == 0): the chunk pair contributes nothing.");
   m.def(
       "place_video_mask",
       [](const nb::ndarray<nb::ro, uint8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>& video_mask,

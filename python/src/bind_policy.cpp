@@ -177,6 +177,8 @@ void bind_policy(nb::module_& m) {
             return to_numpy(std::move(v), {v.size()});
           },
           nb::arg("layer"), nb::arg("slot"), nb::arg("head"))
+      .def("kind_of", &ModditPolicy::kind_of, nb::arg("step"), nb::arg("layer"),
+           "What a call of `layer` at `step` is: DENSE, RECORD, SPARSE or REFRESH.")
       .def_prop_ro("fits", &ModditPolicy::fits)
       .def_prop_ro("state_bytes", &ModditPolicy::state_bytes)
       .def_prop_ro("state_device", &ModditPolicy::state_device,

@@ -93,6 +93,16 @@ void bind_session(nb::module_& m) {
           nb::arg("first"), nb::arg("wait") = true,
           "The calls from index `first` on. wait=False never waits for the GPU: a density "
           "the GPU step reports later is NaN there.")
+      .def(
+          "plan_call",
+          [](Session& s, int layer, int batch, int slot_begin) {
+            nb::gil_scoped_release release;  // may download a device layout
+            return s.plan_call(layer, batch, slot_begin);
+          },
+          nb::arg("layer"), nb::arg("batch"), nb::arg("slot_begin") = -1,
+          "The policy's plan for the layer's next call, run by the caller (ring attention): "
+          "slots advance as in attention(); nothing runs or enters the history; device layouts "
+          "come back as host layouts. Refuses a plan that records the map.")
       .def("plain_dense", &Session::plain_dense, nb::arg("layer"), nb::arg("batch"),
            nb::arg("slot_begin") = -1,
            "Whether the policy would run this call as plain dense attention without a map or "

@@ -26,12 +26,36 @@ void check_same_as_q(const TensorView& q, const TensorView& t, const char* name)
 
 void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
   l.validate();
+  const bool chunk = p.num_q_blocks != p.num_blocks || p.k_block_begin != 0 ||
+                     p.k_block_end != p.num_blocks;
   MODDIT_CHECK(l.batch == p.batch && l.heads == p.num_sel_heads &&
-                   l.num_q_blocks == p.num_blocks && l.num_k_blocks == p.num_blocks,
+                   l.num_q_blocks == p.num_q_blocks && l.num_k_blocks == p.num_blocks,
                "attention: block layout is [batch ", l.batch, ", heads ", l.heads, ", ",
                l.num_q_blocks, "x", l.num_k_blocks, "], the call needs [batch ", p.batch,
-               ", heads ", p.num_sel_heads, ", ", p.num_blocks, "x", p.num_blocks, "]");
+               ", heads ", p.num_sel_heads, ", ", p.num_q_blocks, "x", p.num_blocks, "]",
+               chunk ? " (a chunk call: rows of the query blocks that meet the chunk; slice_layout)"
+                     : "");
+  if (!chunk) return;
+  for (size_t i = 0; i < l.col_idx.size(); ++i)
+    MODDIT_CHECK(l.col_idx[i] >= p.k_block_begin && l.col_idx[i] < p.k_block_end,
+                 "attention: block layout lists key block ", l.col_idx[i],
+                 ", outside the key chunk's blocks [", p.k_block_begin, ", ", p.k_block_end,
+                 ") (slice_layout keeps only blocks that meet the chunk)");
 }
+
+namespace {
+// b against a (named `ref`): the same shape, dtype and device.
+void check_same(const TensorView& a, const TensorView& b, const char* name, const char* ref) {
+  for (int i = 0; i < 4; ++i)
+    MODDIT_CHECK(a.shape[i] == b.shape[i], name, ": shape [", b.shape[0], ", ", b.shape[1], ", ",
+                 b.shape[2], ", ", b.shape[3], "] differs from ", ref, "'s [", a.shape[0], ", ",
+                 a.shape[1], ", ", a.shape[2], ", ", a.shape[3], "]");
+  MODDIT_CHECK(a.dtype == b.dtype, name, ": dtype ", to_string(b.dtype), " differs from ", ref,
+               "'s ", to_string(a.dtype));
+  MODDIT_CHECK(a.device == b.device && a.device_index == b.device_index, name,
+               ": on a different device than ", ref);
+}
+}  // namespace
 
 AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
   MODDIT_CHECK(c.tokens != nullptr, "attention: no token layout given");
@@ -39,14 +63,41 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
   validate_view(c.k, "k");
   validate_view(c.v, "v");
   validate_view(c.out, "out");
-  check_same_as_q(c.q, c.k, "k");
-  check_same_as_q(c.q, c.v, "v");
-  check_same_as_q(c.q, c.out, "out");
-  const int64_t N = c.q.seq_len();
-  MODDIT_CHECK(N == c.tokens->total_tokens(), "q: sequence length ", N,
-               " does not match the token layout (", c.tokens->describe(), ")");
+  const int64_t N = c.tokens->total_tokens();
+  const int64_t Nq = c.q.seq_len(), Nk = c.k.seq_len();
+  if (!c.chunk) {
+    check_same_as_q(c.q, c.k, "k");
+    check_same_as_q(c.q, c.v, "v");
+    check_same_as_q(c.q, c.out, "out");
+    MODDIT_CHECK(Nq == N, "q: sequence length ", Nq, " does not match the token layout (",
+                 c.tokens->describe(), ")");
+  } else {
+    check_same_as_q(c.q, c.out, "out");
+    MODDIT_CHECK(c.k.batch() == c.q.batch() && c.k.heads() == c.q.heads() &&
+                     c.k.head_dim() == c.q.head_dim(),
+                 "k: shape [", c.k.shape[0], ", ", c.k.shape[1], ", ", c.k.shape[2], ", ",
+                 c.k.shape[3], "] differs from q's [", c.q.shape[0], ", ", c.q.shape[1], ", ",
+                 c.q.shape[2], ", ", c.q.shape[3], "] in more than the sequence length");
+    MODDIT_CHECK(c.k.dtype == c.q.dtype, "k: dtype ", to_string(c.k.dtype), " differs from q's ",
+                 to_string(c.q.dtype));
+    MODDIT_CHECK(c.k.device == c.q.device && c.k.device_index == c.q.device_index,
+                 "k: on a different device than q");
+    check_same(c.k, c.v, "v", "k");
+    MODDIT_CHECK(c.q_begin >= 0 && c.q_begin + Nq <= N, "q: the query chunk [", c.q_begin, ", ",
+                 c.q_begin + Nq, ") is not inside the sequence of ", N, " tokens (",
+                 c.tokens->describe(), ")");
+    MODDIT_CHECK(c.k_begin >= 0 && c.k_begin + Nk <= N, "k: the key chunk [", c.k_begin, ", ",
+                 c.k_begin + Nk, ") is not inside the sequence of ", N, " tokens (",
+                 c.tokens->describe(), ")");
+    MODDIT_CHECK(c.map_counts == nullptr,
+                 "attention: no sparsity map on a chunk call (the map compares each score with "
+                 "the row's final LSE over every key; record maps on whole-sequence calls)");
+    MODDIT_CHECK(c.device_layout == nullptr,
+                 "attention: a device layout covers the whole sequence, not a chunk (give a host "
+                 "layout from slice_layout)");
+  }
   MODDIT_CHECK(grid.starts.back() == N, "attention: block grid covers ", grid.starts.back(),
-               " tokens, q has ", N);
+               " tokens, the token layout has ", N);
   MODDIT_CHECK(c.block_size == grid.block_size, "attention: block_size ", c.block_size,
                " differs from the grid's ", grid.block_size);
   MODDIT_CHECK(c.q.batch() < (1 << 20) && c.q.heads() < (1 << 16), "q: batch/heads too large");
@@ -76,6 +127,16 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
   p.num_video_blocks = grid.num_video_blocks;
   p.key_pad_begin = c.tokens->pad_begin();
   p.key_pad_end = c.tokens->pad_end();
+  p.q_token_begin = c.chunk ? static_cast<int>(c.q_begin) : 0;
+  p.k_token_begin = c.chunk ? static_cast<int>(c.k_begin) : 0;
+  p.q_tokens = static_cast<int>(Nq);
+  p.k_tokens = static_cast<int>(Nk);
+  const auto qbl = blocks_meeting(grid, p.q_token_begin, p.q_token_begin + Nq);
+  const auto kbl = blocks_meeting(grid, p.k_token_begin, p.k_token_begin + Nk);
+  p.q_block_begin = qbl.first;
+  p.num_q_blocks = qbl.second - qbl.first;
+  p.k_block_begin = kbl.first;
+  p.k_block_end = kbl.second;
 
   if (c.heads) {
     MODDIT_CHECK(!c.heads->empty(), "attention: empty head subset (skipped heads are not launched)");

@@ -104,6 +104,14 @@ bool ModditPolicy::plain_dense(const CallInfo& call) const {
          core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval) == CallKind::Dense;
 }
 
+CallKind ModditPolicy::kind_of(int step, int layer) const {
+  const Impl& I = *impl_;
+  MODDIT_CHECK(layer >= 0 && layer < I.num_layers, "moddit policy: layer ", layer,
+               " out of range [0, ", I.num_layers, ")");
+  if (I.dense_layer[layer]) return CallKind::Dense;
+  return core::schedule_kind(step, I.cfg.warmup_steps, I.cfg.interval);
+}
+
 void ModditPolicy::observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) {
   Impl& I = *impl_;
   I.check_call(call);

@@ -74,6 +74,24 @@ bool Session::plain_dense(int layer, int batch, int slot_begin) const {
   return policy_->plain_dense(call_info(layer, batch, slot));
 }
 
+Plan Session::plan_call(int layer, int batch, int slot_begin) {
+  MODDIT_CHECK(layer >= 0 && layer < options_.num_layers, "plan_call: layer ", layer,
+               " out of range [0, num_layers=", options_.num_layers, ")");
+  MODDIT_CHECK(batch > 0, "plan_call: batch must be > 0, got ", batch);
+  int& used = slots_used_[static_cast<size_t>(layer)];
+  const int slot = slot_begin < 0 ? used : slot_begin;
+  Plan plan = policy_->plan(call_info(layer, batch, slot));
+  MODDIT_CHECK(!plan.record_map, "plan_call: policy ", policy_->name(), " records the sparsity map at step ",
+               step_, " (", to_string(plan.kind), "); run that call with attention()");
+  used = std::max(used, slot + batch);
+  for (HeadGroup& g : plan.groups)
+    if (g.device_layout) {
+      g.layout = download_layout(*backend_, *g.device_layout);
+      g.device_layout.reset();
+    }
+  return plan;
+}
+
 void Session::begin_step(int step) {
   MODDIT_CHECK(step >= 0 && step < options_.num_steps, "begin_step: step ", step,
                " out of range [0, num_steps=", options_.num_steps, ")");

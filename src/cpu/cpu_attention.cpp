@@ -13,6 +13,7 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "cpu/thread_pool.hpp"
@@ -124,21 +125,34 @@ struct Scratch {
 };
 
 // The live key blocks of (head t, query block qb): `count` entries of col_idx,
-// or every block when the layout is dense.
+// or, when the layout is dense, every block of the call's key range.
 struct LiveBlocks {
-  const int32_t* idx;  // null = all blocks
+  const int32_t* idx;  // null = blocks first .. first + count - 1
   int count;
-  int at(int i) const { return idx ? idx[i] : i; }
+  int first;
+  int at(int i) const { return idx ? idx[i] : first + i; }
 };
 
 LiveBlocks live_blocks(const AttentionParams& p, int64_t t, int qb) {
-  if (!p.layout_row_ptr) return {nullptr, p.num_blocks};
-  const int64_t r = t * p.num_blocks + qb;
+  if (!p.layout_row_ptr) return {nullptr, p.k_block_end - p.k_block_begin, p.k_block_begin};
+  const int64_t r = t * p.num_q_blocks + (qb - p.q_block_begin);
   const int32_t begin = p.layout_row_ptr[r], end = p.layout_row_ptr[r + 1];
-  return {p.layout_col_idx + begin, end - begin};
+  return {p.layout_col_idx + begin, end - begin, 0};
 }
 
-// Lists the real keys of the live blocks as pieces and merged runs; returns the
+// Block b's tokens within the call's query / key range (the whole block on a
+// whole-sequence call).
+std::pair<int64_t, int64_t> query_span(const AttentionParams& p, int b) {
+  return {std::max<int64_t>(p.block_starts[b], p.q_token_begin),
+          std::min<int64_t>(p.block_starts[b + 1], int64_t(p.q_token_begin) + p.q_tokens)};
+}
+std::pair<int64_t, int64_t> key_span(const AttentionParams& p, int b) {
+  return {std::max<int64_t>(p.block_starts[b], p.k_token_begin),
+          std::min<int64_t>(p.block_starts[b + 1], int64_t(p.k_token_begin) + p.k_tokens)};
+}
+
+// Lists the real keys of the live blocks (within the key range) as pieces and
+// merged runs, their starts relative to the key buffer's first token; returns the
 // number of columns of the score matrix.
 int64_t collect_keys(const AttentionParams& p, const LiveBlocks& live, Scratch& s) {
   s.pieces.clear();
@@ -146,6 +160,8 @@ int64_t collect_keys(const AttentionParams& p, const LiveBlocks& live, Scratch& 
   int64_t col = 0;
   auto add = [&](int kb, int64_t a, int64_t e) {
     if (e <= a) return;
+    a -= p.k_token_begin;
+    e -= p.k_token_begin;
     s.pieces.push_back({kb, a, e - a, col});
     if (!s.runs.empty() && s.runs.back().start + s.runs.back().len == a)
       s.runs.back().len += e - a;
@@ -156,7 +172,7 @@ int64_t collect_keys(const AttentionParams& p, const LiveBlocks& live, Scratch& 
   const bool has_padding = p.key_pad_end > p.key_pad_begin;
   for (int i = 0; i < live.count; ++i) {
     const int kb = live.at(i);
-    const int64_t a = p.block_starts[kb], e = p.block_starts[kb + 1];
+    const auto [a, e] = key_span(p, kb);
     if (!has_padding) {
       add(kb, a, e);
     } else {  // the block minus the padding interval: at most two pieces
@@ -174,7 +190,7 @@ struct CallContext {
   float* kv;            // per head in the group: K then V, N x D fp32 each
   std::vector<Scratch>* scratch;
 
-  int64_t head_elems() const { return int64_t(p->seq_len) * p->head_dim; }
+  int64_t head_elems() const { return int64_t(p->k_tokens) * p->head_dim; }  // K or V of one head
   const float* k_of(int64_t t) const { return kv + (t - group_begin) * 2 * head_elems(); }
   const float* v_of(int64_t t) const { return k_of(t) + head_elems(); }
   int head_index(int64_t t) const {
@@ -196,16 +212,17 @@ void convert_head_rows(const CallContext& c, int64_t t, int64_t n0, int64_t n1) 
   }
 }
 
-// One work item: query block qb of head t.
+// One work item: query block qb of head t (its rows within the query range).
+// Rows are indexed from the query buffer's first token.
 void attend_query_block(const CallContext& c, int64_t t, int qb, Scratch& s) {
   const AttentionParams& p = *c.p;
   const int64_t b = t / p.num_sel_heads;
   const int h = c.head_index(t);
   const int D = p.head_dim;
-  const int64_t N = p.seq_len;
-  const int64_t q0 = p.block_starts[qb];
-  const int m = static_cast<int>(p.block_starts[qb + 1] - q0);
-  const int64_t lse_base = (b * p.num_heads + h) * N + q0;
+  const auto span = query_span(p, qb);
+  const int64_t q0 = span.first - p.q_token_begin;
+  const int m = static_cast<int>(span.second - span.first);
+  const int64_t lse_base = (b * p.num_heads + h) * int64_t(p.q_tokens) + q0;
 
   const int64_t L = collect_keys(p, live_blocks(p, t, qb), s);
   if (L == 0) {  // no real live key: zeros and -inf
@@ -224,7 +241,7 @@ void attend_query_block(const CallContext& c, int64_t t, int qb, Scratch& s) {
   MatMap Q(q, m, D);
   Q *= p.softmax_scale;  // scores are then scaled already
 
-  const ConstMatMap K(c.k_of(t), N, D), V(c.v_of(t), N, D);
+  const ConstMatMap K(c.k_of(t), p.k_tokens, D), V(c.v_of(t), p.k_tokens, D);
   const int64_t ld = (L + 15) / 16 * 16;  // 64-byte aligned rows
   float* scores = s.scores.get(static_cast<size_t>(m * ld));
   StridedMap S(scores, m, L, Eigen::OuterStride<>(ld));
@@ -294,7 +311,7 @@ void cpu_attention(const AttentionParams& p, int threads) {
 
 void cpu_attention(const AttentionParams& p, ThreadPool& pool) {
   const int64_t heads_total = int64_t(p.batch) * p.num_sel_heads;
-  const int64_t N = p.seq_len;
+  const int64_t N = p.k_tokens;  // K and V rows converted per head
   const int64_t head_bytes = 2 * N * p.head_dim * int64_t(sizeof(float));
   const int64_t group = std::max<int64_t>(
       1, std::min<int64_t>(heads_total, kHeadCopyBudget / std::max<int64_t>(head_bytes, 1)));
@@ -321,14 +338,15 @@ void cpu_attention(const AttentionParams& p, ThreadPool& pool) {
     // Longest rows first, so that the last items to finish are short ones.
     items.clear();
     for (int64_t t = g0; t < g0 + gn; ++t)
-      for (int qb = 0; qb < p.num_blocks; ++qb) {
+      for (int qb = p.q_block_begin; qb < p.q_block_begin + p.num_q_blocks; ++qb) {
         const LiveBlocks live = live_blocks(p, t, qb);
         int64_t keys = 0;
         for (int i = 0; i < live.count; ++i) {
-          const int kb = live.at(i);
-          keys += p.block_starts[kb + 1] - p.block_starts[kb];
+          const auto ks = key_span(p, live.at(i));
+          keys += ks.second - ks.first;
         }
-        items.push_back({t, qb, keys * (p.block_starts[qb + 1] - p.block_starts[qb])});
+        const auto qs = query_span(p, qb);
+        items.push_back({t, qb, keys * (qs.second - qs.first)});
       }
     std::stable_sort(items.begin(), items.end(),
                      [](const Item& a, const Item& b) { return a.keys > b.keys; });

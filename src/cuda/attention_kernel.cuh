@@ -123,14 +123,16 @@ __global__ void __launch_bounds__(256, 2) attention_kernel(const KernelArgs a) {
     const T* Qg = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[2];
     const T* Kg = static_cast<const T*>(p.k) + b * p.k_stride[0] + h * p.k_stride[2];
     const T* Vg = static_cast<const T*>(p.v) + b * p.v_stride[0] + h * p.v_stride[2];
-    const int64_t row_lse = (int64_t(b) * p.num_heads + h) * p.seq_len;
+    // Rows of Q, O and the LSE from the query buffer's first token, keys from
+    // the key buffer's (a chunk call's buffers start inside the sequence).
+    const int64_t row_lse = (int64_t(b) * p.num_heads + h) * p.q_tokens;
+    const int q0r = q0 - p.q_token_begin;
 
-    load_rows<D, T>(sQ, Qg, p.q_stride[1], q0, qlen, q_rows, tid, nthreads);
+    load_rows<D, T>(sQ, Qg, p.q_stride[1], q0r, qlen, q_rows, tid, nthreads);
     TileCursor cur{lo, 0};
     if (cur.i < hi) {
-      const int kb = block_of(cur.i);
-      const int ks = p.block_starts[kb];
-      load_rows<D, T>(sK, Kg, p.k_stride[1], ks, min(kTileKeys, p.block_starts[kb + 1] - ks),
+      const int2 ks = key_span(p, block_of(cur.i));
+      load_rows<D, T>(sK, Kg, p.k_stride[1], ks.x - p.k_token_begin, min(kTileKeys, ks.y - ks.x),
                       kTileKeys, tid, nthreads);
     }
     cp_async_commit();
@@ -147,13 +149,14 @@ __global__ void __launch_bounds__(256, 2) attention_kernel(const KernelArgs a) {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const int r = warp * 16 + g + i * 8;
-        lse_row[i] = r < qlen ? a.lse[row_lse + q0 + r] : -INFINITY;  // rows past the block count nothing
+        lse_row[i] = r < qlen ? a.lse[row_lse + q0r + r] : -INFINITY;  // rows past the block count nothing
       }
     }
     int buf = 0;
     while (cur.i < hi) {
       const int kb = block_of(cur.i);
-      const int kb_begin = p.block_starts[kb], kb_end = p.block_starts[kb + 1];
+      const int2 span = key_span(p, kb);
+      const int kb_begin = span.x, kb_end = span.y;
       const int kstart = kb_begin + cur.sub * kTileKeys;
       const int klen = min(kTileKeys, kb_end - kstart);
       TileCursor nxt = cur;
@@ -162,17 +165,17 @@ __global__ void __launch_bounds__(256, 2) attention_kernel(const KernelArgs a) {
       cp_async_wait<0>();
       __syncthreads();  // K tile (and Q) visible; everyone is done with the other buffers
       if constexpr (!MAP) {
-        load_rows<D, T>(sV + buf * kTileKeys * D, Vg, p.v_stride[1], kstart, klen, kTileKeys, tid,
-                        nthreads);
+        load_rows<D, T>(sV + buf * kTileKeys * D, Vg, p.v_stride[1], kstart - p.k_token_begin, klen,
+                        kTileKeys, tid, nthreads);
         cp_async_commit();
       }
       float s[8][4];
       qk_tile<D, T>(s, sQ, sK + buf * kTileKeys * D, warp, lane);
       if (nxt.i < hi) {
-        const int nkb = block_of(nxt.i);
-        const int nks = p.block_starts[nkb] + nxt.sub * kTileKeys;
-        load_rows<D, T>(sK + (buf ^ 1) * kTileKeys * D, Kg, p.k_stride[1], nks,
-                        min(kTileKeys, p.block_starts[nkb + 1] - nks), kTileKeys, tid, nthreads);
+        const int2 nspan = key_span(p, block_of(nxt.i));
+        const int nks = nspan.x + nxt.sub * kTileKeys;
+        load_rows<D, T>(sK + (buf ^ 1) * kTileKeys * D, Kg, p.k_stride[1], nks - p.k_token_begin,
+                        min(kTileKeys, nspan.y - nks), kTileKeys, tid, nthreads);
       }
       cp_async_commit();
 
@@ -267,7 +270,7 @@ __global__ void __launch_bounds__(256, 2) attention_kernel(const KernelArgs a) {
     if constexpr (!MAP) {
       T* Og = static_cast<T*>(p.out) + b * p.o_stride[0] + h * p.o_stride[2];
       store_rows<D, T>([&](int j, int e) { return o[j][e]; }, m_run, l_run, warp * 16 + g, tq, qlen,
-                       q0, Og, p.o_stride[1], a.lse, row_lse);
+                       q0r, Og, p.o_stride[1], a.lse, row_lse);
     }
   }
 }

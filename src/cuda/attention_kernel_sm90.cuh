@@ -199,7 +199,8 @@ __device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared&
       break;
     }
     if constexpr (MAP) {
-      const float* lse = a.lse + (int64_t(wi.b) * p.num_heads + wi.h) * p.seq_len + wi.q0;
+      const float* lse =
+          a.lse + (int64_t(wi.b) * p.num_heads + wi.h) * p.q_tokens + (wi.q0 - p.q_token_begin);
 #pragma unroll
       for (int r = lane; r < 128; r += 32)
         cp_async4(smem_addr(&sh.lse[qs][r]), r < wi.qlen ? lse + r : lse, r < wi.qlen);
@@ -207,7 +208,7 @@ __device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared&
     }
     if (lead) {
       mbar_arrive_expect_tx(qbar, kBytes);
-      tma_load_tile<D>(sh.q + qs * kBytes, &a.tq, wi.q0, wi.h, wi.b, qbar);
+      tma_load_tile<D>(sh.q + qs * kBytes, &a.tq, wi.q0 - p.q_token_begin, wi.h, wi.b, qbar);
     }
     const int64_t n = p.num_video_blocks;
     const int64_t map_row = ((int64_t(wi.b) * p.num_heads + wi.h) * n + (wi.qb - p.first_video_block)) * n;
@@ -217,18 +218,21 @@ __device__ __forceinline__ void ws_producer(const KernelArgs& a, const WsShared&
       mbar_wait(sh.kempty + 8 * st, ph ^ 1);
       if (lead) {
         const int kb = wi.live ? wi.live[li] : li;
-        const int start = p.block_starts[kb], len = p.block_starts[kb + 1] - start;
+        const int2 span = key_span(p, kb);
+        const int start = span.x, len = span.y - span.x;
         sh.tile[st] = make_int2(start, len);
         if constexpr (MAP) {
           flush(st);
           sh.pending[st] = map_row + kb - p.first_video_block;
         }
         mbar_arrive_expect_tx(sh.kfull + 8 * st, kBytes);
-        tma_load_tile<D>(sh.k + st * kBytes, &a.tk, start, wi.h, wi.b, sh.kfull + 8 * st);
+        tma_load_tile<D>(sh.k + st * kBytes, &a.tk, start - p.k_token_begin, wi.h, wi.b,
+                         sh.kfull + 8 * st);
         if constexpr (!MAP) {
           mbar_wait(sh.vempty + 8 * st, ph ^ 1);
           mbar_arrive_expect_tx(sh.vfull + 8 * st, kBytes);
-          tma_load_tile<D>(sh.v + st * kBytes, &a.tv, start, wi.h, wi.b, sh.vfull + 8 * st);
+          tma_load_tile<D>(sh.v + st * kBytes, &a.tv, start - p.k_token_begin, wi.h, wi.b,
+                           sh.vfull + 8 * st);
         }
       }
     }
@@ -345,8 +349,8 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
     }
     T* Og = static_cast<T*>(p.out) + w.b * p.o_stride[0] + w.h * p.o_stride[2];
     store_rows<D, T>([&](int j, int e) { return o[j * 4 + e]; }, m_run, l_run, cw * 16 + g, tq,
-                     w.qlen, w.q0, Og, p.o_stride[1], a.lse,
-                     (int64_t(w.b) * p.num_heads + w.h) * p.seq_len);
+                     w.qlen, w.q0 - p.q_token_begin, Og, p.o_stride[1], a.lse,
+                     (int64_t(w.b) * p.num_heads + w.h) * p.q_tokens);
   }
   if (pingpong && c == 0) named_bar_sync(1, 256);  // consume consumer 1's last turn signal
 }

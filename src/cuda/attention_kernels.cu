@@ -31,9 +31,11 @@ void launch_typed(const KernelArgs& args, bool wgmma, int num_sms, cudaStream_t 
     threads = kWsThreads;
     smem = ws_smem_bytes<D, T, MAP>();
     const AttentionParams& p = args.p;
-    make_tile_map(&a.tq, p.q, p.dtype, p.q_stride, p.batch, p.seq_len, p.num_heads, D, "q");
-    make_tile_map(&a.tk, p.k, p.dtype, p.k_stride, p.batch, p.seq_len, p.num_heads, D, "k");
-    if (!MAP) make_tile_map(&a.tv, p.v, p.dtype, p.v_stride, p.batch, p.seq_len, p.num_heads, D, "v");
+    // The buffers' own lengths (a chunk call's q and k are chunks): rows past
+    // them load as zeros.
+    make_tile_map(&a.tq, p.q, p.dtype, p.q_stride, p.batch, p.q_tokens, p.num_heads, D, "q");
+    make_tile_map(&a.tk, p.k, p.dtype, p.k_stride, p.batch, p.k_tokens, p.num_heads, D, "k");
+    if (!MAP) make_tile_map(&a.tv, p.v, p.dtype, p.v_stride, p.batch, p.k_tokens, p.num_heads, D, "v");
   }
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
         "cudaFuncSetAttribute");

@@ -285,7 +285,7 @@ class CudaBackend final : public Backend {
     if (call.heads) p.heads = heads_.get(call.heads->data(), call.heads->size(), mem_).ptr();
     cuda::Schedule s;
     s.counter = static_cast<int*>(counter_.get());
-    s.num_items = p.batch * p.num_sel_heads * p.num_blocks;
+    s.num_items = p.batch * p.num_sel_heads * p.num_q_blocks;
     s.wgmma = props_.major == 9 && !portable_kernel_;
     s.map_compare = map_compare_;
     if (call.layout) {
@@ -297,7 +297,7 @@ class CudaBackend final : public Backend {
     if (call.device_layout) s.order = call.device_layout->order;  // checked by prepare_params
 
     float* lse_out = call.lse;
-    if (call.map_counts && !lse_out) lse_out = scratch_lse(size_t(p.batch) * p.num_heads * p.seq_len);
+    if (call.map_counts && !lse_out) lse_out = scratch_lse(size_t(p.batch) * p.num_heads * p.q_tokens);
     cuda::launch_forward(p, lse_out, s, props_.multiProcessorCount, stream_);
     ++launches_;
     if (call.map_counts && p.num_video_blocks > 0) {
@@ -387,17 +387,20 @@ class CudaBackend final : public Backend {
   }
   // Device copies of a layout and its schedule, kept while the content repeats
   // (a pipeline reuses a layout for many calls). A hit costs one memcmp of the
-  // host arrays; a miss validates, sorts and uploads.
+  // host arrays; a miss validates, sorts and uploads. A layout is validated for
+  // the key blocks of its call (a chunk call's), so they are part of the key.
   struct LayoutEntry {
     std::vector<int32_t> row_ptr_h, col_idx_h, starts_h, order_h;
-    int batch = 0, heads = 0, blocks = 0;
+    int batch = 0, heads = 0, q_blocks = 0, k_blocks = 0, k_block_begin = 0, k_block_end = 0;
     std::shared_ptr<void> row_ptr, col_idx, order;
   };
   const LayoutEntry& layout_entry(const BlockLayout& l, const BlockGrid& grid,
                                   const AttentionParams& p) {
     for (auto it = layout_cache_.begin(); it != layout_cache_.end(); ++it)
-      if (it->batch == l.batch && it->heads == l.heads && it->blocks == l.num_q_blocks &&
-          l.num_k_blocks == l.num_q_blocks && same(it->starts_h, grid.starts.data(), grid.starts.size()) &&
+      if (it->batch == l.batch && it->heads == l.heads && it->q_blocks == l.num_q_blocks &&
+          it->k_blocks == l.num_k_blocks && it->k_block_begin == p.k_block_begin &&
+          it->k_block_end == p.k_block_end &&
+          same(it->starts_h, grid.starts.data(), grid.starts.size()) &&
           same(it->row_ptr_h, l.row_ptr.data(), l.row_ptr.size()) &&
           same(it->col_idx_h, l.col_idx.data(), l.col_idx.size())) {
         layout_cache_.splice(layout_cache_.begin(), layout_cache_, it);
@@ -410,7 +413,10 @@ class CudaBackend final : public Backend {
     e.starts_h = grid.starts;
     e.batch = l.batch;
     e.heads = l.heads;
-    e.blocks = l.num_q_blocks;
+    e.q_blocks = l.num_q_blocks;
+    e.k_blocks = l.num_k_blocks;
+    e.k_block_begin = p.k_block_begin;
+    e.k_block_end = p.k_block_end;
     e.order_h = longest_first(l, grid, grouped_order_);
     layout_cache_.push_front(std::move(e));
     // Uploaded from the entry's own host arrays (alive as long as the entry), in

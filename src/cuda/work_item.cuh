@@ -11,29 +11,38 @@ namespace cuda {
 
 struct WorkItem {
   int qb = 0, b = 0, h = 0;   // query block, batch item, head
-  int q0 = 0, qlen = 0;       // the query block's tokens
+  int q0 = 0, qlen = 0;       // the query block's tokens within the call's query range
   const int32_t* live = nullptr;  // the row's live key blocks; null = every block
   int lo = 0, hi = 0;         // visit live[lo..hi) (or blocks lo..hi)
 };
 
-// Decodes layout row `row`. The map pass visits only video x video blocks: it
-// skips text query blocks (returns false) and narrows [lo, hi) to the video key
-// blocks, one contiguous range since live lists are ascending.
+// Key block kb's keys within the call's key range: [x, y) (the whole block on a
+// whole-sequence call). Token indices are the sequence's; the kernels subtract
+// k_token_begin (q_token_begin) where they address the buffers.
+__device__ __forceinline__ int2 key_span(const AttentionParams& p, int kb) {
+  return make_int2(max(p.block_starts[kb], p.k_token_begin),
+                   min(p.block_starts[kb + 1], p.k_token_begin + p.k_tokens));
+}
+
+// Decodes layout row `row` (rows are the call's query blocks, AttentionParams).
+// The map pass visits only video x video blocks: it skips text query blocks
+// (returns false) and narrows [lo, hi) to the video key blocks, one contiguous
+// range since live lists are ascending.
 template <bool MAP>
 __device__ __forceinline__ bool decode_work_item(const AttentionParams& p, int row, WorkItem& w) {
-  const int nb = p.num_blocks;
+  const int nq = p.num_q_blocks;
   const int fvb = p.first_video_block, nvb = p.num_video_blocks;
-  w.qb = row % nb;
-  const int bs = row / nb;
+  w.qb = p.q_block_begin + row % nq;
+  const int bs = row / nq;
   const int sel = bs % p.num_sel_heads;
   w.b = bs / p.num_sel_heads;
   w.h = p.heads ? p.heads[sel] : sel;
   if (MAP && (w.qb < fvb || w.qb >= fvb + nvb)) return false;
-  w.q0 = p.block_starts[w.qb];
-  w.qlen = p.block_starts[w.qb + 1] - w.q0;
+  w.q0 = max(p.block_starts[w.qb], p.q_token_begin);
+  w.qlen = min(p.block_starts[w.qb + 1], p.q_token_begin + p.q_tokens) - w.q0;
   w.live = nullptr;
-  w.lo = 0;
-  w.hi = nb;
+  w.lo = p.k_block_begin;
+  w.hi = p.k_block_end;
   if (p.layout_row_ptr) {
     const int beg = p.layout_row_ptr[row];
     w.live = p.layout_col_idx + beg;

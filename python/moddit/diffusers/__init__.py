@@ -16,6 +16,8 @@ import sys
 from typing import Any, Dict, Iterable, List, Optional
 
 from .controller import Controller
+from .parallel import ParallelCalls
+from .parallel import detect as detect_parallel
 from .families import FAMILIES, family_of
 from .processors import PROCESSORS
 from .recorder import Recorder
@@ -57,7 +59,7 @@ def _transformers(pipe) -> List[Any]:
 
 
 def enable(pipe, policy: Any = "moddit", *, config: Any = None, num_steps: Optional[int] = None,
-           report: Any = False, **config_kw: Any):
+           report: Any = False, parallel: Any = "auto", **config_kw: Any):
     """Replaces the self-attention processors of the pipeline's transformer(s).
 
     policy: "moddit" (config / keyword overrides: target_density, top_k,
@@ -73,6 +75,11 @@ def enable(pipe, policy: Any = "moddit", *, config: Any = None, num_steps: Optio
     num_steps: the schedule length when `pipe` is a bare
     transformer (a pipeline's scheduler tells it otherwise). report: True prints
     the summary after every pipeline call (to stderr); a callable receives it.
+    parallel: sequence parallelism (docs/PARALLEL.md). "auto" (default) follows
+    the transformer: an xDiT (xfuser) transformer, or diffusers' context
+    parallelism (transformer.enable_parallelism, before or after this call),
+    makes every attention call a moddit.parallel one on the framework's process
+    groups; "xdit" / "diffusers" insist on one; False: one device only.
     Returns the pipeline (or model) for chaining.
     """
     if getattr(pipe, _STATE, None) is not None:
@@ -82,6 +89,14 @@ def enable(pipe, policy: Any = "moddit", *, config: Any = None, num_steps: Optio
     for model in _transformers(pipe):
         fam = family_of(model)
         ctl = Controller(model, fam, tracker, policy, config, config_kw)
+        if not parallel and detect_parallel(model) is not None:
+            raise ValueError(f"moddit.diffusers: {type(model).__name__} runs sequence-parallel "
+                             f"({detect_parallel(model)}); parallel=False would attend to this "
+                             "rank's tokens only")
+        if parallel:
+            ctl.parallel = ParallelCalls(ctl, parallel)
+            state.hooks.append(model.register_forward_pre_hook(ctl.parallel.pre_forward,
+                                                               with_kwargs=True))
         proc_cls = PROCESSORS[fam.name]
         for layer, module in enumerate(ctl.modules):
             original = module.processor

@@ -97,6 +97,8 @@ class Controller:
         self._generation = -1
         self._forward_timer = None
         self._signature = inspect.signature(model.forward)
+        # Sequence parallelism (parallel.py), set by enable(parallel=...).
+        self.parallel = None
         self.reset()
 
     # --- generation state ------------------------------------------------------
@@ -108,6 +110,8 @@ class Controller:
         self._slot_step = -1
         self._slots: Dict[int, int] = {}
         self._generation = self.tracker.generation
+        if self.parallel is not None:
+            self.parallel.reset()
 
     def _policy(self):
         if self.policy is None:
@@ -192,12 +196,10 @@ class Controller:
                   key_mask: Optional[torch.Tensor] = None, qkv_layout: str = "NHD"):
         n_axis = 1 if qkv_layout == "NHD" else 2
         B, N = int(q.shape[0]), int(q.shape[n_axis])
+        if self.parallel is not None and self.parallel.active:  # this rank's rows only
+            return self._parallel_attention(layer, q, k, v, text_tokens, key_mask, qkv_layout)
         frames, height, width = self.tokens_for(N, text_tokens)
-        step = max(self.tracker.step, 0)
-        if step != self._slot_step:  # processors called without the model's forward hook
-            self._slot_step, self._slots = step, {}
-        slot_begin = self._slots.get(layer, 0)
-        self._slots[layer] = slot_begin + B
+        step, slot_begin = self._next_slots(layer, B)
         text_valid = self._text_valid_for(B, N, text_tokens, key_mask)
 
         if self.recorder is not None:
@@ -243,6 +245,33 @@ class Controller:
         if density != density:  # NaN: resolved when the summary is made
             stat.pending = pending
         self.calls.append(stat)
+        return out
+
+    def _next_slots(self, layer: int, batch: int) -> Tuple[int, int]:
+        """The step, and the first state slot of this call's batch items."""
+        step = max(self.tracker.step, 0)
+        if step != self._slot_step:  # processors called without the model's forward hook
+            self._slot_step, self._slots = step, {}
+        slot_begin = self._slots.get(layer, 0)
+        self._slots[layer] = slot_begin + batch
+        return step, slot_begin
+
+    def _parallel_attention(self, layer, q, k, v, text_tokens, key_mask, qkv_layout):
+        if self.recorder is not None:
+            raise _C.Error("moddit.diffusers: recording a trajectory under sequence parallelism "
+                           "is not supported (each rank holds part of the sequence): record on "
+                           "one GPU")
+        B = int(q.shape[0])
+        step, slot_begin = self._next_slots(layer, B)
+        timer = _Timer(q)
+        parts = []
+        out = self.parallel.attention(
+            layer, q, k, v, text_tokens=text_tokens, key_mask=key_mask, qkv_layout=qkv_layout,
+            step=step, slot_begin=slot_begin,
+            make_stat=lambda kind, density, batch: parts.append((kind, density, batch)))
+        kind = parts[-1][0] if parts else "dense"
+        density = sum(d * b for _, d, b in parts) / max(1, sum(b for _, _, b in parts))
+        self.calls.append(CallStat(step, layer, B, kind, density, len(parts), timer.stop()))
         return out
 
     def _session_at(self, tokens: _C.TokenLayout, device: torch.device, step: int):
