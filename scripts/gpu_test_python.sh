@@ -11,7 +11,8 @@
 #     diffusers==0.42.1 importlib_metadata==8.7.0
 # (importlib_metadata 10.x needs lazy-importer, which the machine lacks; zipp is there.)
 # and name `.whl` and `.carry` in the run's carry list.
-# Usage: scripts/gpu_test_python.sh ; E2E=1 (and E2E_ARGS="--layers 40") for timing.
+# Usage: scripts/gpu_test_python.sh ; E2E=1 (and E2E_ARGS="--layers 40") for timing;
+# PYTEST_ARGS (default tests/python) picks the tests.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build-gpu-py}
@@ -56,8 +57,8 @@ cp "$BUILD"/python/_moddit*.so "$PKG/moddit/"
 export PYTHONPATH=$PKG:${PYTHONPATH:-}
 "$PY" -c 'import moddit, torch; print("moddit", moddit.__version__, "cuda", moddit.cuda_available(), "torch", torch.__version__)'
 
-echo "== pytest tests/python"
-"$PY" -m pytest -q -p no:cacheprovider -rs "$ROOT/tests/python" 2>&1 | tee "$LOG/pytest_python.log" | tail -40
+echo "== pytest ${PYTEST_ARGS:-tests/python}"
+(cd "$ROOT" && "$PY" -m pytest -q -p no:cacheprovider -rs ${PYTEST_ARGS:-tests/python}) 2>&1 | tee "$LOG/pytest_python.log" | tail -40
 rc=${PIPESTATUS[0]}
 if [ "${E2E:-0}" = 1 ]; then
   echo "== e2e Wan timing"

@@ -21,7 +21,8 @@ void attention(Backend& backend, const AnyTensor& q, const AnyTensor& k, const A
                float softmax_scale, const BlockLayout* layout,
                const std::optional<std::vector<int32_t>>& heads,
                const std::optional<AnyMutTensor>& lse, const std::optional<AnyMutTensor>& map_counts,
-               float eta, const std::string& qkv_layout, uintptr_t stream) {
+               float eta, const std::string& qkv_layout, uintptr_t stream,
+               const std::string& precision) {
   const Layout lay = layout_from_string(qkv_layout);
   AttentionCall call;
   call.q = tensor_view(q, lay, "q");
@@ -36,6 +37,7 @@ void attention(Backend& backend, const AnyTensor& q, const AnyTensor& k, const A
   call.heads = heads ? &*heads : nullptr;
   call.layout = layout;
   call.eta = eta;
+  call.precision = precision_from_string(precision);
   const DeviceRef dev{call.q.device, call.q.device_index};
   const int64_t B = call.q.batch(), H = call.q.heads(), N = call.q.seq_len();
   if (lse) call.lse = lse_buffer(*lse, {B, H, N}, dev);
@@ -64,6 +66,14 @@ void bind_backend(nb::module_& m) {
           nb::arg("stream"), "cudaStream_t as an integer (0 = legacy default stream).")
       .def_prop_ro("stream",
                    [](const Backend& b) { return reinterpret_cast<uintptr_t>(b.stream()); })
+      .def(
+          "supports",
+          [](const Backend& b, const std::string& precision) {
+            return b.supports(precision_from_string(precision));
+          },
+          nb::arg("precision"),
+          "Whether calls of this precision (\"exact\", \"fp8\") run here (the CPU emulates FP8; "
+          "a GPU runs it on Hopper, with 128-token blocks).")
       .def("__repr__", [](const Backend& b) { return "<moddit Backend " + b.name() + ">"; });
 
   m.def("cpu_backend", &make_cpu_backend, nb::arg("threads") = 0,
@@ -77,7 +87,7 @@ void bind_backend(nb::module_& m) {
         nb::arg("softmax_scale") = 0.f, nb::arg("layout").none() = nb::none(),
         nb::arg("heads").none() = nb::none(), nb::arg("lse").none() = nb::none(),
         nb::arg("map_counts").none() = nb::none(), nb::arg("eta") = 1e-4f,
-        nb::arg("qkv_layout") = "NHD", nb::arg("stream") = 0,
+        nb::arg("qkv_layout") = "NHD", nb::arg("stream") = 0, nb::arg("precision") = "exact",
         "Low-level: one attention call into preallocated outputs (see moddit.attention).");
 }
 

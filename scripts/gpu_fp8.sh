@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One FP8 campaign on the GPU machine (Hopper): builds test_gpu (scripts/gpu_build.sh)
+# and the Python module (scripts/gpu_test_python.sh, which then runs the FP8 and
+# GPU pytest files) at once, runs the FP8 GPU tests (also under compute-sanitizer
+# memcheck) and the rest of test_gpu, then, alone on the GPU, scripts/bench_fp8.py.
+# Needs .carry (gpu_build.sh) and .whl with sageattention 1.0.6 (gpu_test_python.sh).
+# Logs: $OUT/{timeline.txt,cpp.log,test_gpu_fp8.log,test_gpu.log,memcheck.log,py.log,bench_fp8.txt,bench_fp8.json}
+# BENCH_ARGS are passed to bench_fp8.py, which gets what is left of BUDGET (default 465 s);
+# BENCH=0 skips it, TESTS=0 the C++ tests.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+OUT=${OUT:-/tmp/gpu_fp8}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$ROOT/.carry/root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+T0=$(date +%s)
+mark() { echo "$(date -u +%FT%TZ) +$(( $(date +%s) - T0 ))s $*" | tee -a "$OUT/timeline.txt"; }
+mark "start on $(nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader)"
+
+mkdir -p /tmp/pylogs
+( OUT=/tmp/pylogs BUILD=/tmp/build-gpu-py PYTEST_ARGS="tests/python/test_fp8.py tests/python/test_gpu.py" \
+    timeout 420 bash scripts/gpu_test_python.sh >/tmp/pylogs/run.log 2>&1
+  echo "gpu_test_python.sh exit: $?" >>/tmp/pylogs/run.log ) &
+PY_PID=$!
+TARGETS=test_gpu bash scripts/gpu_build.sh /tmp/build-gpu >/tmp/cpp_build.log 2>&1
+rc=$?
+{ echo "== C++ build exit $rc"; grep -E "error|spill" /tmp/cpp_build.log | head -20; tail -3 /tmp/cpp_build.log; } >"$OUT/cpp.log"
+mark "C++ build exit $rc"
+FILTER='^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|actual|fp8 case|error'
+if [ $rc = 0 ] && [ "${TESTS:-1}" = 1 ]; then
+  timeout 150 /tmp/build-gpu/tests/test_gpu --gtest_filter='*Fp8*' >"$OUT/test_gpu_fp8.log" 2>&1
+  echo "== test_gpu FP8 exit $?" >>"$OUT/cpp.log"
+  grep -E "$FILTER" "$OUT/test_gpu_fp8.log" | head -60 >>"$OUT/cpp.log"
+  mark "test_gpu FP8 done"
+  timeout 150 /tmp/build-gpu/tests/test_gpu --gtest_filter='-*Fp8*' >"$OUT/test_gpu.log" 2>&1
+  echo "== test_gpu (the rest) exit $?" >>"$OUT/cpp.log"
+  grep -E '^\[  (FAILED|PASSED) |Failure' "$OUT/test_gpu.log" | head -20 >>"$OUT/cpp.log"
+  mark "test_gpu done"
+  timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 /tmp/build-gpu/tests/test_gpu \
+    --gtest_filter='Fp8Fixture.DenseDim128PartialBlock:Fp8Fixture.TextAfterPaddedHeadSubsetF16Dim64:Fp8Fixture.TextBeforePaddedSparseBatch2' \
+    >"$OUT/memcheck.log" 2>&1
+  echo "== memcheck (3 FP8 tests) exit $?" >>"$OUT/cpp.log"
+  grep -E "ERROR SUMMARY|Invalid|PASSED|FAILED" "$OUT/memcheck.log" | head -10 >>"$OUT/cpp.log"
+  mark "memcheck done"
+fi
+wait "$PY_PID"
+{ tail -5 /tmp/pylogs/py_build.log 2>/dev/null; cat /tmp/pylogs/run.log; echo "== pytest log";
+  cat /tmp/pylogs/pytest_python.log 2>/dev/null; } >"$OUT/py.log"
+mark "python tests done"
+if [ "${BENCH:-1}" = 1 ] && [ -f /tmp/build-gpu-py/pkg/moddit/__init__.py ]; then
+  export PYTHONPATH=/tmp/site:/tmp/build-gpu-py/pkg:${PYTHONPATH:-}
+  left=$(( ${BUDGET:-465} - ($(date +%s) - T0) ))  # the device call's limit, less a margin
+  timeout "$left" python3 scripts/bench_fp8.py ${BENCH_ARGS:-} --json "$OUT/bench_fp8.json" \
+    2>&1 | grep -v Warning >"$OUT/bench_fp8.txt"
+  mark "bench exit ${PIPESTATUS[0]}"
+fi
