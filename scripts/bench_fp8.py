@@ -71,7 +71,7 @@ def accuracy(o, ref, rows, heads):
 
 
 def quantize_share(fn):
-    """(quantization us, whole call us) of one FP8 call, from the profiler."""
+    """(quantization us, whole call us, {kernel: us}) of one FP8 call, from the profiler."""
     from torch.profiler import ProfilerActivity, profile
     fn()
     torch.cuda.synchronize()
@@ -79,14 +79,16 @@ def quantize_share(fn):
         fn()
         torch.cuda.synchronize()
     quant = total = 0.0
+    kernels = {}
     for e in prof.key_averages():
         t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)
-        if "kernel" not in e.key and "Kernel" not in e.key and "attention" not in e.key:
+        if t <= 0 or "kernel" not in e.key.lower():
             continue
         total += t
-        if "quantize" in e.key or "kv_stats" in e.key or "kv_finalize" in e.key:
+        kernels[e.key.split("<")[0].split("(")[0][-40:]] = t
+        if "quantize" in e.key:
             quant += t
-    return quant, total
+    return quant, total, kernels
 
 
 def main():
@@ -97,6 +99,10 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--no-sage", action="store_true")
+    ap.add_argument("--fp8-variants", default="",
+                    help="experiment: extra fp8 rows with MODDIT_FP8_EXP set to each (e.g. fma2,fma4)")
+    ap.add_argument("--calls-only", action="store_true",
+                    help="run every call once and time nothing (for Nsight Compute)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
 
@@ -157,6 +163,16 @@ def main():
                     fns[impl] = md(prec)
                     fns[impl]()
                     outs[impl] = out.clone()
+                for var in filter(None, args.fp8_variants.split(",")):
+                    def variant(var=var, fn=md("fp8")):
+                        os.environ["MODDIT_FP8_EXP"] = var
+                        try:
+                            return fn()
+                        finally:
+                            del os.environ["MODDIT_FP8_EXP"]
+                    fns["fp8/" + var] = variant
+                    variant()
+                    outs["fp8/" + var] = out.clone()
                 if masks is None:
                     fns["exact+map"] = md("exact", True)
                     fns["fp8+map"] = md("fp8", True)
@@ -190,6 +206,11 @@ def main():
                         fns["flex"] = flex_fn
                     except Exception as e:
                         print(f"  flex: not run ({str(e).splitlines()[0][:160]})")
+                if args.calls_only:
+                    for fn in fns.values():
+                        fn()
+                    torch.cuda.synchronize()
+                    continue
                 ref = reference_rows(q, k, v, masks, ref_rows, ref_heads, N)
                 ms_of = bench_ms(fns, args.iters)
                 for impl, ms in ms_of.items():
@@ -204,9 +225,10 @@ def main():
                 r = {impl: ms_of["exact"] / ms_of[impl] for impl in ms_of}
                 print("  speedup vs exact: " + ", ".join(f"{i} {x:.2f}x" for i, x in r.items()))
                 if density >= 1.0 or kind == args.layouts.split(",")[0]:
-                    qu, tot = quantize_share(fns["fp8"])
+                    qu, tot, ks = quantize_share(fns["fp8"])
                     print(f"  fp8 call (profiler): quantization {qu / 1e3:.3f} ms of {tot / 1e3:.3f} ms "
-                          f"({100 * qu / max(tot, 1e-9):.1f}%)")
+                          f"({100 * qu / max(tot, 1e-9):.1f}%): " +
+                          ", ".join(f"{k} {t / 1e3:.3f}" for k, t in ks.items()))
                 del fns, outs
                 torch.cuda.empty_cache()
     if args.json:

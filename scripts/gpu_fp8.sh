@@ -4,9 +4,11 @@
 # GPU pytest files) at once, runs the FP8 GPU tests (also under compute-sanitizer
 # memcheck) and the rest of test_gpu, then, alone on the GPU, scripts/bench_fp8.py.
 # Needs .carry (gpu_build.sh) and .whl with sageattention 1.0.6 (gpu_test_python.sh).
-# Logs: $OUT/{timeline.txt,cpp.log,test_gpu_fp8.log,test_gpu.log,memcheck.log,py.log,bench_fp8.txt,bench_fp8.json}
+# Logs: $OUT/{timeline.txt,cpp.log,test_gpu_fp8.log,memcheck.log,py.log,bench_fp8.txt,bench_fp8.json,ncu.txt}
 # BENCH_ARGS are passed to bench_fp8.py, which gets what is left of BUDGET (default 465 s);
-# BENCH=0 skips it, TESTS=0 the C++ tests.
+# BENCH=0 skips it, TESTS=0 the C++ tests. PROFILE=1 then runs Nsight Compute on the
+# FP8 forward (wan dense and random 0.15; PROFILE_VARIANTS: MODDIT_FP8_EXP values) and
+# on the quantization kernel, while BUDGET allows: $OUT/ncu*.txt.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -33,9 +35,9 @@ if [ $rc = 0 ] && [ "${TESTS:-1}" = 1 ]; then
   echo "== test_gpu FP8 exit $?" >>"$OUT/cpp.log"
   grep -E "$FILTER" "$OUT/test_gpu_fp8.log" | head -60 >>"$OUT/cpp.log"
   mark "test_gpu FP8 done"
-  timeout 150 /tmp/build-gpu/tests/test_gpu --gtest_filter='-*Fp8*' >"$OUT/test_gpu.log" 2>&1
+  timeout 150 /tmp/build-gpu/tests/test_gpu --gtest_filter='-*Fp8*' >/tmp/test_gpu.log 2>&1
   echo "== test_gpu (the rest) exit $?" >>"$OUT/cpp.log"
-  grep -E '^\[  (FAILED|PASSED) |Failure' "$OUT/test_gpu.log" | head -20 >>"$OUT/cpp.log"
+  grep -E '^\[  (FAILED|PASSED) |Failure' /tmp/test_gpu.log | head -20 >>"$OUT/cpp.log"
   mark "test_gpu done"
   timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 /tmp/build-gpu/tests/test_gpu \
     --gtest_filter='Fp8Fixture.DenseDim128PartialBlock:Fp8Fixture.TextAfterPaddedHeadSubsetF16Dim64:Fp8Fixture.TextBeforePaddedSparseBatch2' \
@@ -54,4 +56,28 @@ if [ "${BENCH:-1}" = 1 ] && [ -f /tmp/build-gpu-py/pkg/moddit/__init__.py ]; the
   timeout "$left" python3 scripts/bench_fp8.py ${BENCH_ARGS:-} --json "$OUT/bench_fp8.json" \
     2>&1 | grep -v Warning >"$OUT/bench_fp8.txt"
   mark "bench exit ${PIPESTATUS[0]}"
+fi
+if [ "${PROFILE:-0}" = 1 ] && [ -f /tmp/build-gpu-py/pkg/moddit/__init__.py ]; then
+  export PYTHONPATH=/tmp/site:/tmp/build-gpu-py/pkg:${PYTHONPATH:-}
+  KEEP='gpu__time_duration.sum|sm__cycles_elapsed.avg.per_second|pipe_.*(pct|active)|warps_issue_stalled_.*per_issue_active|smsp__issue_active.avg.pct|smsp__inst_executed.sum |dram__throughput.avg.pct|lts__t_sector_hit_rate.pct'
+  for v in ${PROFILE_VARIANTS:-mufu fma4}; do
+    left=$(( ${BUDGET:-465} - ($(date +%s) - T0) - 10 ))
+    [ $left -gt 30 ] || break
+    MODDIT_FP8_EXP=$v timeout $left ncu --clock-control none --kernel-name-base demangled \
+      --kernel-name "regex:attention_kernel_sm90<128, __nv_bfloat16, false, true" -c 4 \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --page raw \
+      python3 scripts/bench_fp8.py --shapes wan --densities 1,0.15 --layouts random --calls-only \
+      --no-flex --no-sage >/tmp/ncu_$v.txt 2>&1
+    { echo "== ncu FP8 forward, MODDIT_FP8_EXP=$v"; grep -E "attention_kernel_sm90|$KEEP" /tmp/ncu_$v.txt | awk '{$1=$1; print}'; } >>"$OUT/ncu.txt"
+    mark "ncu $v done"
+  done
+  left=$(( ${BUDGET:-465} - ($(date +%s) - T0) - 10 ))
+  if [ $left -gt 30 ]; then
+    timeout $left ncu --clock-control none --kernel-name-base demangled --kernel-name "regex:quantize_fp8" -c 2 \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --page raw \
+      python3 scripts/bench_fp8.py --shapes wan,cog --densities 1 --calls-only --no-flex --no-sage >/tmp/ncu_q.txt 2>&1
+    { echo "== ncu quantize"; grep -E "quantize_fp8|gpu__time_duration.sum|dram__throughput.avg.pct|dram__bytes_read.sum |dram__bytes_write.sum |lts__t_sector_hit_rate.pct" \
+      /tmp/ncu_q.txt | awk '{$1=$1; print}'; } >>"$OUT/ncu.txt"
+    mark "ncu quantize done"
+  fi
 fi

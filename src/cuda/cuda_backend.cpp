@@ -307,8 +307,8 @@ class CudaBackend final : public Backend {
                    p.max_block_len, props_.major == 9 && portable_kernel_ ? ", MODDIT_CUDA_KERNEL=sm80" : "",
                    ")");
       s.fp8 = &fp8_operands(p);
-      cuda::launch_quantize_fp8(p, *s.fp8, stream_);
-      launches_ += 3;
+      cuda::launch_quantize_fp8(p, *s.fp8, props_.multiProcessorCount, stream_);
+      ++launches_;
     }
     float* lse_out = call.lse;
     if (call.map_counts && !lse_out) lse_out = scratch_lse(size_t(p.batch) * p.num_heads * p.seq_len);
@@ -457,7 +457,8 @@ class CudaBackend final : public Backend {
     const size_t rows = size_t(p.batch) * p.num_heads * p.seq_len, heads = size_t(p.batch) * p.num_heads;
     auto al = [](size_t b) { return (b + 255) / 256 * 256; };
     const size_t sizes[11] = {tiles * 128 * D, tiles * 128 * D, tiles * 128 * D, rows * 4, rows * 4,
-                              tiles * 4, heads * D * 4, tiles * D * 4, heads * D * 4, heads * D * 4, 0};
+                              tiles * 4, heads * D * 4, tiles * D * 4, heads * D * 4, heads * D * 4,
+                              (1 + 2 * heads) * 4};
     size_t total = 0;
     for (size_t b : sizes) total += al(b);
     if (fp8_bytes_ < total) {
@@ -481,6 +482,7 @@ class CudaBackend final : public Backend {
     f.k_sum = reinterpret_cast<float*>(take(7));
     f.k_mean = reinterpret_cast<float*>(take(8));
     f.v_max = reinterpret_cast<uint32_t*>(take(9));
+    f.sync = reinterpret_cast<int*>(take(10));
     return f;
   }
   float* scratch_lse(size_t n) {

@@ -16,10 +16,13 @@ struct Fp8Operands {
   float* k_scale = nullptr;  // [tiles]
   float* v_scale = nullptr;  // [B, H, D]
   // Scratch of the quantization: per-tile column sums of K, the mean of K, the
-  // column maxima of |V| (as uint bits of non-negative floats, for atomicMax).
+  // column maxima of |V| (as uint bits of non-negative floats, for atomicMax),
+  // and its work counter and per-head counters; v_max and sync are zeroed
+  // before each call (one memset: they are adjacent).
   float* k_sum = nullptr;    // [tiles][D]
   float* k_mean = nullptr;   // [B, H, D]
   uint32_t* v_max = nullptr; // [B, H, D]
+  int* sync = nullptr;       // [1 + 2 B H]: work counter, blocks summed per head, head ready
 };
 
 }  // namespace moddit::cuda

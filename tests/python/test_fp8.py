@@ -107,7 +107,7 @@ def test_cuda_fp8_matches_emulation_and_reference(D):
         ref, _ = reference_attention(qf, kf, vf, tokens, bits, grid.starts)
         got = out.float().cpu().numpy()
         assert rel_err(got, emu) < 1e-2  # the bf16 output's rounding
-        assert np.abs(lse.cpu().numpy() - emu_lse).max() < 2e-3
+        assert np.abs(lse.cpu().numpy() - emu_lse).max() < 1e-2  # K's rounding flips (test_cuda_fp8.cpp)
         assert rel_err(got, ref) < FP8_REL and cosine(got, ref) > FP8_COS
 
 
