@@ -99,8 +99,6 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--no-sage", action="store_true")
-    ap.add_argument("--fp8-variants", default="",
-                    help="experiment: extra fp8 rows with MODDIT_FP8_EXP set to each (e.g. fma2,fma4)")
     ap.add_argument("--calls-only", action="store_true",
                     help="run every call once and time nothing (for Nsight Compute)")
     ap.add_argument("--json", default="")
@@ -163,16 +161,6 @@ def main():
                     fns[impl] = md(prec)
                     fns[impl]()
                     outs[impl] = out.clone()
-                for var in filter(None, args.fp8_variants.split(",")):
-                    def variant(var=var, fn=md("fp8")):
-                        os.environ["MODDIT_FP8_EXP"] = var
-                        try:
-                            return fn()
-                        finally:
-                            del os.environ["MODDIT_FP8_EXP"]
-                    fns["fp8/" + var] = variant
-                    variant()
-                    outs["fp8/" + var] = out.clone()
                 if masks is None:
                     fns["exact+map"] = md("exact", True)
                     fns["fp8+map"] = md("fp8", True)

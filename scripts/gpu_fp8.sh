@@ -4,11 +4,13 @@
 # GPU pytest files) at once, runs the FP8 GPU tests (also under compute-sanitizer
 # memcheck) and the rest of test_gpu, then, alone on the GPU, scripts/bench_fp8.py.
 # Needs .carry (gpu_build.sh) and .whl with sageattention 1.0.6 (gpu_test_python.sh).
-# Logs: $OUT/{timeline.txt,cpp.log,test_gpu_fp8.log,memcheck.log,py.log,bench_fp8.txt,bench_fp8.json,ncu.txt}
+# Logs: $OUT/{timeline.txt,cpp.log,test_gpu_fp8.log,py.log,bench_fp8.txt,bench_fp8.json,ncu.txt,clocks.txt}
+# (memcheck's summary goes to cpp.log).
 # BENCH_ARGS are passed to bench_fp8.py, which gets what is left of BUDGET (default 465 s);
 # BENCH=0 skips it, TESTS=0 the C++ tests. PROFILE=1 then runs Nsight Compute on the
-# FP8 forward (wan dense and random 0.15; PROFILE_VARIANTS: MODDIT_FP8_EXP values) and
-# on the quantization kernel, while BUDGET allows: $OUT/ncu*.txt.
+# attention kernels (PROFILE_SHAPE, default wan, dense and random 0.15) and on the
+# quantization kernel, while BUDGET allows: $OUT/ncu.txt. The SM clock and power
+# are sampled during the bench: $OUT/clocks.txt.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -41,9 +43,9 @@ if [ $rc = 0 ] && [ "${TESTS:-1}" = 1 ]; then
   mark "test_gpu done"
   timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 /tmp/build-gpu/tests/test_gpu \
     --gtest_filter='Fp8Fixture.DenseDim128PartialBlock:Fp8Fixture.TextAfterPaddedHeadSubsetF16Dim64:Fp8Fixture.TextBeforePaddedSparseBatch2' \
-    >"$OUT/memcheck.log" 2>&1
+    >/tmp/memcheck.log 2>&1
   echo "== memcheck (3 FP8 tests) exit $?" >>"$OUT/cpp.log"
-  grep -E "ERROR SUMMARY|Invalid|PASSED|FAILED" "$OUT/memcheck.log" | head -10 >>"$OUT/cpp.log"
+  grep -E "ERROR SUMMARY|Invalid|PASSED|FAILED" /tmp/memcheck.log | head -10 >>"$OUT/cpp.log"
   mark "memcheck done"
 fi
 wait "$PY_PID"
@@ -53,24 +55,30 @@ mark "python tests done"
 if [ "${BENCH:-1}" = 1 ] && [ -f /tmp/build-gpu-py/pkg/moddit/__init__.py ]; then
   export PYTHONPATH=/tmp/site:/tmp/build-gpu-py/pkg:${PYTHONPATH:-}
   left=$(( ${BUDGET:-465} - ($(date +%s) - T0) ))  # the device call's limit, less a margin
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+    --format=csv,noheader -lms 500 >/tmp/clocks.txt 2>&1 &
+  SMI=$!
   timeout "$left" python3 scripts/bench_fp8.py ${BENCH_ARGS:-} --json "$OUT/bench_fp8.json" \
     2>&1 | grep -v Warning >"$OUT/bench_fp8.txt"
   mark "bench exit ${PIPESTATUS[0]}"
+  kill $SMI 2>/dev/null
+  awk -F', ' 'NR % 4 == 1' /tmp/clocks.txt >"$OUT/clocks.txt"  # every 2 s
 fi
 if [ "${PROFILE:-0}" = 1 ] && [ -f /tmp/build-gpu-py/pkg/moddit/__init__.py ]; then
   export PYTHONPATH=/tmp/site:/tmp/build-gpu-py/pkg:${PYTHONPATH:-}
   KEEP='gpu__time_duration.sum|sm__cycles_elapsed.avg.per_second|pipe_.*(pct|active)|warps_issue_stalled_.*per_issue_active|smsp__issue_active.avg.pct|smsp__inst_executed.sum |dram__throughput.avg.pct|lts__t_sector_hit_rate.pct'
-  for v in ${PROFILE_VARIANTS:-mufu fma4}; do
-    left=$(( ${BUDGET:-465} - ($(date +%s) - T0) - 10 ))
-    [ $left -gt 30 ] || break
-    MODDIT_FP8_EXP=$v timeout $left ncu --clock-control none --kernel-name-base demangled \
-      --kernel-name "regex:attention_kernel_sm90<128, __nv_bfloat16, false, true" -c 4 \
+  # Launch order per config: exact; fp8 (quantize, forward); exact+map (forward, map);
+  # fp8+map (quantize, forward, map): the 7 attention kernels of wan dense, then
+  # the sparse config's exact and fp8 forwards (twice each).
+  left=$(( ${BUDGET:-465} - ($(date +%s) - T0) - 10 ))
+  if [ $left -gt 30 ]; then
+    timeout $left ncu --clock-control none --kernel-name-base function --kernel-name attention_kernel_sm90 -c 12 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --page raw \
-      python3 scripts/bench_fp8.py --shapes wan --densities 1,0.15 --layouts random --calls-only \
-      --no-flex --no-sage >/tmp/ncu_$v.txt 2>&1
-    { echo "== ncu FP8 forward, MODDIT_FP8_EXP=$v"; grep -E "attention_kernel_sm90|$KEEP" /tmp/ncu_$v.txt | awk '{$1=$1; print}'; } >>"$OUT/ncu.txt"
-    mark "ncu $v done"
-  done
+      python3 scripts/bench_fp8.py --shapes ${PROFILE_SHAPE:-wan} --densities 1,0.15 --layouts random --calls-only \
+      --no-flex --no-sage >/tmp/ncu_k.txt 2>&1
+    { echo "== ncu attention kernels"; grep -E "attention_kernel_sm90|$KEEP" /tmp/ncu_k.txt | awk '{$1=$1; print}'; } >>"$OUT/ncu.txt"
+    mark "ncu kernels done"
+  fi
   left=$(( ${BUDGET:-465} - ($(date +%s) - T0) - 10 ))
   if [ $left -gt 30 ]; then
     timeout $left ncu --clock-control none --kernel-name-base demangled --kernel-name "regex:quantize_fp8" -c 2 \

@@ -317,7 +317,7 @@ __device__ __forceinline__ WsItem wait_item(const WsShared& sh, int j) {
 // softmax of tile t waits for the first only and O is rescaled after the second
 // (FlashAttention-3's intra-warpgroup overlap). The first tile of an item has
 // Q K^T alone, the last P V runs after the loop.
-template <int D, typename T, bool FP8, int FMA_EXP>
+template <int D, typename T, bool FP8>
 __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const WsShared& sh, int c,
                                                     int cw, int lane) {
   constexpr int S = ws_stages<D, false, FP8>();
@@ -386,7 +386,7 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
         mbar_arrive(sh.kempty + 8 * pst);
         if (w.lo + 1 == w.hi) mbar_arrive(sh.qempty + 8 * qs);  // the item's last read of Q
         if (tile_is_partial(key.x, key.y, kKeys90, p)) mask_tile_keys(s, tq, key.x, key.y, p, -INFINITY);
-        softmax_tile<FMA_EXP>(s, m_run, l_run, rs, kPLog2, alpha);  // O is still zero: no rescale
+        softmax_tile(s, m_run, l_run, rs, kPLog2, alpha);  // O is still zero: no rescale
         pack();
         ++it;
       }
@@ -410,7 +410,7 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
         mbar_arrive(sh.kempty + 8 * st);
         if (li + 1 == w.hi) mbar_arrive(sh.qempty + 8 * qs);
         if (tile_is_partial(key.x, key.y, kKeys90, p)) mask_tile_keys(s, tq, key.x, key.y, p, -INFINITY);
-        softmax_tile<FMA_EXP>(s, m_run, l_run, rs, kPLog2, alpha);
+        softmax_tile(s, m_run, l_run, rs, kPLog2, alpha);
         wgmma_wait<0>();
         reg_fence(o);
         reg_fence(pa);
@@ -580,9 +580,7 @@ __device__ __forceinline__ void ws_consumer_map(const KernelArgs& a, const WsSha
 }
 #endif
 
-// FMA_EXP > 0: the forward computes every FMA_EXP-th column pair's exponential
-// on the FMA pipe (exp2_fma).
-template <int D, typename T, bool MAP, bool FP8, int FMA_EXP = 0>
+template <int D, typename T, bool MAP, bool FP8>
 __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const __grid_constant__ KernelArgs a) {
 #ifdef MODDIT_WGMMA
   constexpr int S = ws_stages<D, MAP, FP8>();
@@ -655,7 +653,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const __g
   }
   set_max_regs_inc<232>();
   if constexpr (MAP) ws_consumer_map<D, T, FP8>(a, sh, wg - 1, warp - 4, lane);
-  else ws_consumer_forward<D, T, FP8, FMA_EXP>(a, sh, wg - 1, warp - 4, lane);
+  else ws_consumer_forward<D, T, FP8>(a, sh, wg - 1, warp - 4, lane);
 #else
   __trap();
 #endif

@@ -1,9 +1,6 @@
 // Instantiations and launchers of the FP8 Hopper kernels: 2 head dims x 2
 // output dtypes x {forward, map}, on the operands fp8_quantize.cu wrote (block
 // tiles, so one 2-D tensor map per operand).
-#include <cstdlib>
-#include <cstring>
-
 #include "cuda/attention_kernel_sm90.cuh"
 #include "cuda/persistent_launch.hpp"
 #include "cuda/tensor_map.hpp"
@@ -13,16 +10,6 @@ namespace moddit::cuda {
 
 namespace {
 
-// Experiment (A/B on the GPU): MODDIT_FP8_EXP=fma<k> computes every k-th column
-// pair's exponential on the FMA pipe (k = 2, 4), default all on the SFU.
-int fma_exp_every() {
-  const char* e = std::getenv("MODDIT_FP8_EXP");
-  if (!e) return 0;
-  if (!std::strcmp(e, "fma2")) return 2;
-  if (!std::strcmp(e, "fma4")) return 4;
-  return 0;
-}
-
 template <int D, typename T, bool MAP>
 void launch_typed(const KernelArgs& args, int num_sms, cudaStream_t stream) {
   KernelArgs a = args;
@@ -31,12 +18,8 @@ void launch_typed(const KernelArgs& args, int num_sms, cudaStream_t stream) {
   make_fp8_tile_map(&a.tq, a.fp8.q, D, tiles * 128, 128, "q (fp8)");
   make_fp8_tile_map(&a.tk, a.fp8.k, D, tiles * 128, 128, "k (fp8)");
   if (!MAP) make_fp8_tile_map(&a.tv, a.fp8.vt, 128, tiles * D, D, "v (fp8)");
-  void (*kernel)(KernelArgs) = attention_kernel_sm90<D, T, MAP, true>;
-  if constexpr (!MAP) {
-    if (fma_exp_every() == 2) kernel = attention_kernel_sm90<D, T, MAP, true, 2>;
-    if (fma_exp_every() == 4) kernel = attention_kernel_sm90<D, T, MAP, true, 4>;
-  }
-  launch_persistent(kernel, kWsThreads, ws_smem_bytes<D, T, MAP, true>(), a, num_sms, stream);
+  launch_persistent(attention_kernel_sm90<D, T, MAP, true>, kWsThreads, ws_smem_bytes<D, T, MAP, true>(), a,
+                    num_sms, stream);
 }
 
 template <bool MAP>

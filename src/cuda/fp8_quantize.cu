@@ -143,12 +143,24 @@ __device__ void stats_item(const AttentionParams& p, const Fp8Operands& f, const
   if (threadIdx.x == 0) sm.last = atomicAdd(f.sync + 1 + hs, 1) == p.num_blocks - 1;
   __syncthreads();
   if (!sm.last) return;
-  // The head's last block: its mean and scales, then the head is ready.
+  // The head's last block: its mean and scales, then the head is ready. The
+  // head's quantize items wait for this: every thread sums a share of the
+  // blocks (8 loads in flight), then the shares are added in a fixed order.
   __threadfence();
+  constexpr int G = kThreads / D;
+  {
+    const int d = threadIdx.x % D, g = threadIdx.x / D;
+    const float* col = f.k_sum + int64_t(w.hb) * p.num_blocks * D + d;
+    float part = 0.f;
+#pragma unroll 8
+    for (int blk = g; blk < p.num_blocks; blk += G) part += __ldcg(col + int64_t(blk) * D);
+    sm.red[g * D + d] = part;
+  }
+  __syncthreads();
   if (threadIdx.x < D) {
-    const int64_t first = int64_t(w.hb) * p.num_blocks;
     float sum = 0.f;
-    for (int blk = 0; blk < p.num_blocks; ++blk) sum += __ldcg(f.k_sum + (first + blk) * D + threadIdx.x);
+#pragma unroll
+    for (int g = 0; g < G; ++g) sum += sm.red[g * D + threadIdx.x];
     const int64_t pad = max(int64_t(0), min(int64_t(p.seq_len), p.key_pad_end) - max(int64_t(0), p.key_pad_begin));
     const int64_t real = int64_t(p.seq_len) - pad;
     const int64_t at = int64_t(w.hb) * D + threadIdx.x;

@@ -33,27 +33,13 @@ __device__ __forceinline__ bool tile_is_partial(int kstart, int klen, int tile_k
   return klen < tile_keys || (kstart < p.key_pad_end && kstart + tile_keys > p.key_pad_begin);
 }
 
-// 2^x on the FMA pipe, for the share of a tile's exponentials that the SFU
-// (MUFU.EX2, 16 per SM and clock) would otherwise queue behind: 2^round(x)
-// (an exponent add) times a degree-3 polynomial on [-0.5, 0.5] fitted to
-// minimise the relative error (< 8e-5, far below FP8 P's rounding step of
-// 2^-4). x < -127 and -inf give 0 (or a subnormal near it); x <= 2^22.
-__device__ __forceinline__ float exp2_fma(float x) {
-  x = fmaxf(x, -127.f);
-  const float r = x + 12582912.f;        // 1.5 * 2^23: round(x) in the low mantissa bits
-  const float f = x - (r - 12582912.f);  // in [-0.5, 0.5]
-  const float p = fmaf(fmaf(fmaf(0.05517167f, f, 0.24261115f), f, 0.69326099f), f, 0.99992807f);
-  return __int_as_float(__float_as_int(p) + (__float_as_int(r) << 23));
-}
-
 // Online softmax in base 2 on raw scores: p = 2^(s * scale[i] - m + p_log2),
 // scale[i] = row i's scale * log2(e) (FP8: times its Q and the tile's K scale),
 // m in scaled units, p_log2 the lift of P before it is rounded (FP8: 2^8; it
 // cancels in O / l); one FFMA and one MUFU.EX2 per score. Turns s into P and
 // updates the running max m and sum l; alpha[i] is the factor O's row i must be
 // scaled by (rescale_o), kept apart so that O can still be in flight on the
-// tensor cores. FMA_EVERY > 0: every FMA_EVERY-th column pair takes exp2_fma.
-template <int FMA_EVERY = 0>
+// tensor cores.
 __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m_run)[2], float (&l_run)[2],
                                              const float (&scale)[2], float p_log2,
                                              float (&alpha)[2]) {
@@ -78,14 +64,8 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m_run)[2], 
     float sp[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      const float x0 = fmaf(s[j * 4 + 2 * i], scale[i], bias), x1 = fmaf(s[j * 4 + 2 * i + 1], scale[i], bias);
-      if (FMA_EVERY > 0 && j % (FMA_EVERY > 0 ? FMA_EVERY : 1) == FMA_EVERY - 1) {
-        s[j * 4 + 2 * i] = exp2_fma(x0);
-        s[j * 4 + 2 * i + 1] = exp2_fma(x1);
-      } else {
-        s[j * 4 + 2 * i] = fast_exp2(x0);
-        s[j * 4 + 2 * i + 1] = fast_exp2(x1);
-      }
+      s[j * 4 + 2 * i] = fast_exp2(fmaf(s[j * 4 + 2 * i], scale[i], bias));
+      s[j * 4 + 2 * i + 1] = fast_exp2(fmaf(s[j * 4 + 2 * i + 1], scale[i], bias));
       sp[j & 3] += s[j * 4 + 2 * i] + s[j * 4 + 2 * i + 1];
     }
     l_run[i] = l_run[i] * alpha[i] + ((sp[0] + sp[1]) + (sp[2] + sp[3]));
