@@ -55,6 +55,7 @@ struct AttentionCall {
   // layout). No map counts or device layout on a chunk.
   bool chunk = false;  // false: the whole sequence (q_begin, k_begin unused)
   int64_t q_begin = 0, k_begin = 0;
+  Precision precision = Precision::Exact;       // attention_params.hpp
 };
 
 // Backends are made by make_*_backend as shared objects; a device policy keeps
@@ -90,6 +91,9 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual void* stream() const { return nullptr; }
   // The device ordinal of a GPU backend (0 on the CPU).
   virtual int device_index() const { return 0; }
+  // Whether calls of this precision can run here (FP8 on a GPU also needs
+  // 128-token blocks, checked per call).
+  virtual bool supports(Precision precision) const { return precision == Precision::Exact; }
 };
 
 // Validates a call against the token layout and fills the plain parameter struct

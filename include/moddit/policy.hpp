@@ -48,6 +48,9 @@ struct Plan {
   // observe() gets the counts where the backend wrote them (device memory, in
   // stream order, no host copy and no wait) instead of a host copy.
   bool map_on_device = false;
+  // The precision of every launch of the plan (attention_params.hpp); unset:
+  // the Session's SessionOptions::precision.
+  std::optional<Precision> precision;
 };
 
 class Policy {
@@ -59,8 +62,8 @@ class Policy {
   // block was not computed, in host memory (device memory when
   // plan.map_on_device); null unless plan.record_map.
   virtual void observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) {}
-  // True when plan(call) would run every head densely, record no map and change
-  // no state: a caller may then run its own dense attention instead (the
+  // True when plan(call) would run every head densely and exactly, record no
+  // map and change no state: a caller may then run its own dense attention instead (the
   // diffusers adapter runs the model's SDPA, i.e. cuDNN or FlashAttention, for
   // MOD-DiT's warm-up steps). False unless a policy knows better.
   virtual bool plain_dense(const CallInfo& call) const { return false; }

@@ -20,6 +20,9 @@ struct SessionOptions {
   int head_dim = 128;
   int block_size = 128;
   float eta = 1e-4f;
+  // The precision of calls whose policy leaves it open (Plan::precision unset:
+  // dense, sparse_vdit); MOD-DiT takes its config's precision / warmup_precision.
+  Precision precision = Precision::Exact;
   // Wait for the backend after every call so that CallRecord::seconds is the
   // call's run time. Off: on a GPU backend `seconds` is the time to queue the work
   // (the CPU backend is synchronous either way).

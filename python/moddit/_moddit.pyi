@@ -258,6 +258,11 @@ class Backend:
     @property
     def stream(self) -> int: ...
 
+    def supports(self, precision: str) -> bool:
+        """
+        Whether calls of this precision ("exact", "fp8") run here (the CPU emulates FP8; a GPU runs it on Hopper, with 128-token blocks).
+        """
+
     def __repr__(self) -> str: ...
 
 def cpu_backend(threads: int = 0) -> Backend:
@@ -268,7 +273,7 @@ def cuda_backend(device_index: int = 0) -> Backend:
 
 def cuda_available() -> bool: ...
 
-def attention(backend: Backend, q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: NDArray, tokens: TokenLayout, block_size: int = 128, softmax_scale: float = 0.0, layout: BlockLayout | None = None, heads: Sequence[int] | None = None, lse: NDArray | None = None, map_counts: NDArray | None = None, eta: float = 9.999999747378752e-05, qkv_layout: str = 'NHD', stream: int = 0, q_begin: int | None = None, k_begin: int | None = None) -> None:
+def attention(backend: Backend, q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: NDArray, tokens: TokenLayout, block_size: int = 128, softmax_scale: float = 0.0, layout: BlockLayout | None = None, heads: Sequence[int] | None = None, lse: NDArray | None = None, map_counts: NDArray | None = None, eta: float = 9.999999747378752e-05, qkv_layout: str = 'NHD', stream: int = 0, q_begin: int | None = None, k_begin: int | None = None, precision: str = 'exact') -> None:
     """
     Low-level: one attention call into preallocated outputs (see moddit.attention).
     """
@@ -361,6 +366,13 @@ class Plan:
 
     @record_map.setter
     def record_map(self, arg: bool, /) -> None: ...
+
+    @property
+    def precision(self) -> str | None:
+        """"exact", "fp8" or None (the Session's precision)."""
+
+    @precision.setter
+    def precision(self, value: str | None) -> None: ...
 
 def dense_plan(num_heads: int, record_map: bool = False) -> Plan: ...
 
@@ -457,6 +469,22 @@ class ModditConfig:
     @device_step.setter
     def device_step(self, arg: bool, /) -> None: ...
 
+    @property
+    def precision(self) -> str:
+        """
+        "exact" or "fp8": the record, sparse and refresh calls (map passes included).
+        """
+
+    @precision.setter
+    def precision(self, arg: str, /) -> None: ...
+
+    @property
+    def warmup_precision(self) -> str:
+        """"exact" or "fp8": the plain dense calls (warm-up steps, dense_layers)."""
+
+    @warmup_precision.setter
+    def warmup_precision(self, arg: str, /) -> None: ...
+
     def validate(self) -> None: ...
 
     def to_json(self) -> str: ...
@@ -514,7 +542,7 @@ class ModditPolicy(Policy):
         """Where the state lives (decided by the first record or sparse call)."""
 
 class SessionOptions:
-    def __init__(self, num_steps: int = 50, num_layers: int = 1, num_heads: int = 1, head_dim: int = 128, block_size: int = 128, eta: float = 9.999999747378752e-05) -> None: ...
+    def __init__(self, num_steps: int = 50, num_layers: int = 1, num_heads: int = 1, head_dim: int = 128, block_size: int = 128, eta: float = 9.999999747378752e-05, precision: str = 'exact') -> None: ...
 
     @property
     def num_steps(self) -> int: ...
@@ -551,6 +579,15 @@ class SessionOptions:
 
     @eta.setter
     def eta(self, arg: float, /) -> None: ...
+
+    @property
+    def precision(self) -> str:
+        """
+        "exact" or "fp8": calls whose policy leaves the precision open (dense, sparse_vdit); MOD-DiT follows its config's precision / warmup_precision.
+        """
+
+    @precision.setter
+    def precision(self, arg: str, /) -> None: ...
 
 class CallRecord:
     """What one Session.attention call did."""

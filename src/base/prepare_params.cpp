@@ -5,6 +5,14 @@
 
 namespace moddit {
 
+const char* to_string(Precision p) { return p == Precision::FP8 ? "fp8" : "exact"; }
+
+Precision precision_from_string(const std::string& s) {
+  if (s == "exact") return Precision::Exact;
+  if (s == "fp8") return Precision::FP8;
+  throw Error("unknown precision '" + s + "' (expected \"exact\" or \"fp8\")");
+}
+
 namespace {
 void copy_strides(const TensorView& t, int64_t* s) {
   s[0] = t.stride[kB];
@@ -95,6 +103,9 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
     MODDIT_CHECK(c.device_layout == nullptr,
                  "attention: a device layout covers the whole sequence, not a chunk (give a host "
                  "layout from slice_layout)");
+    MODDIT_CHECK(c.precision == Precision::Exact,
+                 "attention: precision fp8 is not available on a chunk call (K's smoothing mean "
+                 "and V's channel scales are per head over the whole sequence; use exact)");
   }
   MODDIT_CHECK(grid.starts.back() == N, "attention: block grid covers ", grid.starts.back(),
                " tokens, the token layout has ", N);
@@ -120,6 +131,9 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
   p.head_dim = static_cast<int>(c.q.head_dim());
   p.softmax_scale =
       c.softmax_scale > 0.f ? c.softmax_scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
+  MODDIT_CHECK(c.precision == Precision::Exact || c.precision == Precision::FP8,
+               "attention: unknown precision value ", int(c.precision));
+  p.precision = c.precision;
   p.block_starts = grid.starts.data();
   p.num_blocks = grid.num_blocks();
   p.max_block_len = grid.block_size;

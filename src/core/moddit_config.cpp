@@ -27,6 +27,11 @@ void ModditConfig::validate() const {
                "config: refresh must be \"masked\" or \"dense\", got \"", refresh, "\"");
   for (int l : dense_layers)
     MODDIT_CHECK(l >= 0, "config: dense_layers entries must be >= 0, got ", l);
+  MODDIT_CHECK(precision == "exact" || precision == "fp8",
+               "config: precision must be \"exact\" or \"fp8\", got \"", precision, "\"");
+  MODDIT_CHECK(warmup_precision == "exact" || warmup_precision == "fp8",
+               "config: warmup_precision must be \"exact\" or \"fp8\", got \"", warmup_precision,
+               "\"");
 }
 
 namespace {
@@ -75,6 +80,10 @@ ModditConfig moddit_config_from_json(const std::string& text) {
                    v.dump());
       c.dense_layers.clear();
       for (const json& e : v) c.dense_layers.push_back(get_int(e, "dense_layers"));
+    } else if (k == "precision" || k == "warmup_precision") {
+      MODDIT_CHECK(v.is_string(), "config: ", k, " must be a string (\"exact\" or \"fp8\"), got ",
+                   v.dump());
+      (k == "precision" ? c.precision : c.warmup_precision) = v.get<std::string>();
     } else if (k == "device_step") {
       MODDIT_CHECK(v.is_boolean(), "config: device_step must be true or false, got ", v.dump());
       c.device_step = v.get<bool>();
@@ -99,6 +108,8 @@ std::string moddit_config_to_json(const ModditConfig& c) {
   j["refresh"] = c.refresh;
   j["dense_layers"] = c.dense_layers;
   j["device_step"] = c.device_step;
+  j["precision"] = c.precision;
+  j["warmup_precision"] = c.warmup_precision;
   return j.dump(2);
 }
 

@@ -88,20 +88,27 @@ Plan ModditPolicy::plan(const CallInfo& call) {
   Impl& I = *impl_;
   I.check_call(call);
   const int H = I.num_heads;
-  if (I.dense_layer[call.layer]) return dense_plan(H, false);
-  const CallKind kind = core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval);
-  if (kind == CallKind::Dense) return dense_plan(H, false);
+  const CallKind kind = I.dense_layer[call.layer]
+                            ? CallKind::Dense
+                            : core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval);
+  if (kind == CallKind::Dense) {
+    Plan plan = dense_plan(H, false);
+    plan.precision = precision_from_string(I.cfg.warmup_precision);
+    return plan;
+  }
   core::ModditEngine& engine = I.engine_for(call);
   Plan plan = kind == CallKind::Record ? dense_plan(H, true) : engine.plan_masks(call, kind);
   plan.map_on_device = plan.record_map && engine.map_on_device();
+  plan.precision = precision_from_string(I.cfg.precision);
   return plan;
 }
 
 bool ModditPolicy::plain_dense(const CallInfo& call) const {
   const Impl& I = *impl_;
   I.check_call(call);
-  return I.dense_layer[call.layer] ||
-         core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval) == CallKind::Dense;
+  return I.cfg.warmup_precision == "exact" &&
+         (I.dense_layer[call.layer] ||
+          core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval) == CallKind::Dense);
 }
 
 CallKind ModditPolicy::kind_of(int step, int layer) const {

@@ -188,6 +188,7 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
     call.device_layout = g.device_layout.get();
     call.map_counts = static_cast<int32_t*>(map_dev.get());
     call.eta = options_.eta;
+    call.precision = plan.precision.value_or(options_.precision);
     backend_->attention(call);
   }
   if (!skipped.empty()) backend_->zero_heads(out, skipped);

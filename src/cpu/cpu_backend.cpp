@@ -26,6 +26,8 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   Device device() const override { return Device::CPU; }
 
+  bool supports(Precision) const override { return true; }  // FP8 is emulated
+
   void attention(const AttentionCall& call) override {
     MODDIT_CHECK(call.tokens != nullptr, "attention: no token layout given");
     require_host(call.q, "q");

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cuda/attention_launch.hpp"
+#include "cuda/fp8_quantize.hpp"
 #include "cuda/moddit_device_engine.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
@@ -233,6 +234,7 @@ class CudaBackend final : public Backend {
     heads_.clear();
     counter_.reset();
     lse_scratch_.reset();
+    fp8_scratch_.reset();
     mem_->alive = false;
     cudaEventDestroy(last_work_);
     if (previous >= 0) cudaSetDevice(previous);
@@ -254,6 +256,9 @@ class CudaBackend final : public Backend {
   }
   void* stream() const override { return stream_; }
   int device_index() const override { return device_; }
+  bool supports(Precision precision) const override {
+    return precision == Precision::Exact || (props_.major == 9 && !portable_kernel_);
+  }
 
   std::string name() const override { return std::string("cuda:") + props_.name; }
   Device device() const override { return Device::CUDA; }
@@ -296,6 +301,15 @@ class CudaBackend final : public Backend {
     }
     if (call.device_layout) s.order = call.device_layout->order;  // checked by prepare_params
 
+    if (p.precision == Precision::FP8) {
+      MODDIT_CHECK(supports(Precision::FP8) && p.max_block_len == 128, "attention: precision fp8 needs ",
+                   "a Hopper GPU (sm_90a) and 128-token blocks (", props_.name, ", block_size ",
+                   p.max_block_len, props_.major == 9 && portable_kernel_ ? ", MODDIT_CUDA_KERNEL=sm80" : "",
+                   ")");
+      s.fp8 = &fp8_operands(p);
+      cuda::launch_quantize_fp8(p, *s.fp8, props_.multiProcessorCount, stream_);
+      ++launches_;
+    }
     float* lse_out = call.lse;
     if (call.map_counts && !lse_out) lse_out = scratch_lse(size_t(p.batch) * p.num_heads * p.q_tokens);
     cuda::launch_forward(p, lse_out, s, props_.multiProcessorCount, stream_);
@@ -442,6 +456,41 @@ class CudaBackend final : public Backend {
     if (layout_cache_.size() > 8) layout_cache_.pop_back();
     return layout_cache_.front();
   }
+  // The FP8 operands of a call (fp8_operands.hpp), carved from one buffer that
+  // only grows (freed in stream order when it does).
+  const cuda::Fp8Operands& fp8_operands(const AttentionParams& p) {
+    const size_t tiles = size_t(p.batch) * p.num_heads * p.num_blocks, D = size_t(p.head_dim);
+    const size_t rows = size_t(p.batch) * p.num_heads * p.seq_len, heads = size_t(p.batch) * p.num_heads;
+    auto al = [](size_t b) { return (b + 255) / 256 * 256; };
+    const size_t sizes[11] = {tiles * 128 * D, tiles * 128 * D, tiles * 128 * D, rows * 4, rows * 4,
+                              tiles * 4, heads * D * 4, tiles * D * 4, heads * D * 4, heads * D * 4,
+                              (1 + 2 * heads) * 4};
+    size_t total = 0;
+    for (size_t b : sizes) total += al(b);
+    if (fp8_bytes_ < total) {
+      fp8_scratch_ = device_alloc(mem_, total);
+      fp8_bytes_ = total;
+    }
+    char* at = static_cast<char*>(fp8_scratch_.get());
+    auto take = [&](int i) {
+      char* r = at;
+      at += al(sizes[i]);
+      return r;
+    };
+    cuda::Fp8Operands& f = fp8_;
+    f.q = reinterpret_cast<uint8_t*>(take(0));
+    f.k = reinterpret_cast<uint8_t*>(take(1));
+    f.vt = reinterpret_cast<uint8_t*>(take(2));
+    f.q_scale = reinterpret_cast<float*>(take(3));
+    f.lse_shift = reinterpret_cast<float*>(take(4));
+    f.k_scale = reinterpret_cast<float*>(take(5));
+    f.v_scale = reinterpret_cast<float*>(take(6));
+    f.k_sum = reinterpret_cast<float*>(take(7));
+    f.k_mean = reinterpret_cast<float*>(take(8));
+    f.v_max = reinterpret_cast<uint32_t*>(take(9));
+    f.sync = reinterpret_cast<int*>(take(10));
+    return f;
+  }
   float* scratch_lse(size_t n) {
     if (lse_scratch_bytes_ < n * sizeof(float)) {
       lse_scratch_ = device_alloc(mem_, n * sizeof(float));  // the old one freed in stream order
@@ -460,6 +509,9 @@ class CudaBackend final : public Backend {
   std::shared_ptr<void> counter_;
   std::shared_ptr<void> lse_scratch_;
   size_t lse_scratch_bytes_ = 0;
+  std::shared_ptr<void> fp8_scratch_;
+  size_t fp8_bytes_ = 0;
+  cuda::Fp8Operands fp8_;
   int64_t launches_ = 0;
   bool grouped_order_ = [] {
     const char* e = std::getenv("MODDIT_CUDA_ORDER");
