@@ -2,6 +2,7 @@
 
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
 
@@ -24,13 +25,22 @@ void check_same_as_q(const TensorView& q, const TensorView& t, const char* name)
                ": on a different device than q");
 }
 
-void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
-  l.validate();
+void check_layout_shape(const BlockLayout& l, const AttentionParams& p) {
   MODDIT_CHECK(l.batch == p.batch && l.heads == p.num_sel_heads &&
                    l.num_q_blocks == p.num_blocks && l.num_k_blocks == p.num_blocks,
                "attention: block layout is [batch ", l.batch, ", heads ", l.heads, ", ",
                l.num_q_blocks, "x", l.num_k_blocks, "], the call needs [batch ", p.batch,
                ", heads ", p.num_sel_heads, ", ", p.num_blocks, "x", p.num_blocks, "]");
+  // rows() cannot overflow here: batch x heads x blocks was bounded by prepare_params.
+  MODDIT_CHECK(static_cast<int64_t>(l.row_ptr.size()) == l.rows() + 1 && !l.row_ptr.empty() &&
+                   l.row_ptr.back() == static_cast<int64_t>(l.col_idx.size()),
+               "attention: block layout arrays (row_ptr ", l.row_ptr.size(), ", col_idx ",
+               l.col_idx.size(), " entries) do not match its ", l.rows(), " rows");
+}
+
+void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
+  l.validate();
+  check_layout_shape(l, p);
 }
 
 AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
@@ -49,7 +59,17 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
                " tokens, q has ", N);
   MODDIT_CHECK(c.block_size == grid.block_size, "attention: block_size ", c.block_size,
                " differs from the grid's ", grid.block_size);
-  MODDIT_CHECK(c.q.batch() < (1 << 20) && c.q.heads() < (1 << 16), "q: batch/heads too large");
+  MODDIT_CHECK(c.q.batch() <= kMaxBatch && c.q.heads() <= kMaxHeads, "q: batch ", c.q.batch(),
+               " or heads ", c.q.heads(), " is more than the limit of ", kMaxBatch, " / ", kMaxHeads);
+  // Work items (rows) and the optional outputs are products the kernels index
+  // with int32 (rows) or allocate by (LSE, map counts).
+  checked_product({c.q.batch(), c.q.heads(), grid.num_blocks()}, INT32_MAX,
+                  "attention: batch x heads x blocks");
+  if (c.lse)
+    checked_product({c.q.batch(), c.q.heads(), N}, INT64_MAX / 4, "attention: lse [B, H, N]");
+  if (c.map_counts)
+    checked_product({c.q.batch(), c.q.heads(), grid.num_video_blocks, grid.num_video_blocks},
+                    INT64_MAX / 4, "attention: map counts [B, H, n, n]");
   MODDIT_CHECK(c.map_counts == nullptr || (c.eta > 0.f && std::isfinite(c.eta)),
                "attention: eta must be > 0 to record the sparsity map, got ", c.eta);
 
