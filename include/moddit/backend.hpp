@@ -91,9 +91,14 @@ AttentionParams prepare_params(const AttentionCall& call, const BlockGrid& grid)
 void check_same_as_q(const TensorView& q, const TensorView& t, const char* name);
 
 // Throws moddit::Error unless `layout` is valid and covers the call described by
-// `params` (batch, selected heads, blocks). prepare_params() runs it; a backend
-// that caches layouts runs it once per distinct layout instead.
+// `params` (batch, selected heads, blocks): validate() (the content, linear in
+// the layout) plus check_layout_shape(). prepare_params() runs it.
 void validate_layout_for(const BlockLayout& layout, const AttentionParams& params);
+// The shape part alone, constant time: the layout's batch, heads and blocks are
+// this call's, and its arrays have the sizes those imply. A backend that caches
+// layouts by content runs this on every call (the same layout object may come
+// with another batch) and validate() once per distinct content.
+void check_layout_shape(const BlockLayout& layout, const AttentionParams& params);
 
 // A host copy of a device layout (inspection, tests, benchmarks). Waits for the
 // backend's stream.
