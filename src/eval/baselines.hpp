@@ -31,7 +31,7 @@ class StaticMaskPolicy : public Policy {
   StaticMaskKind kind_;
   double target_;
   int warmup_;
-  int cached_n_ = -1;
+  std::string cached_for_;  // the token layout and block size mask_ was built for
   std::vector<uint8_t> mask_;
 };
 
