@@ -260,6 +260,9 @@ def cuda_backend(device_index: int = 0) -> Backend:
 
 def cuda_available() -> bool: ...
 
+def check_cpu_threads(threads: int) -> None:
+    """Raises moddit.Error unless `threads` is a usable CPU thread count."""
+
 def attention(backend: Backend, q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: NDArray, tokens: TokenLayout, block_size: int = 128, softmax_scale: float = 0.0, layout: BlockLayout | None = None, heads: Sequence[int] | None = None, lse: NDArray | None = None, map_counts: NDArray | None = None, eta: float = 9.999999747378752e-05, qkv_layout: str = 'NHD', stream: int = 0) -> None:
     """
     Low-level: one attention call into preallocated outputs (see moddit.attention).
@@ -353,6 +356,15 @@ class Plan:
 
     @record_map.setter
     def record_map(self, arg: bool, /) -> None: ...
+
+    @property
+    def map_eta(self) -> float:
+        """
+        The map's threshold (P < map_eta) when record_map is set; default 1e-4.
+        """
+
+    @map_eta.setter
+    def map_eta(self, arg: float, /) -> None: ...
 
 def dense_plan(num_heads: int, record_map: bool = False) -> Plan: ...
 
@@ -503,7 +515,10 @@ class ModditPolicy(Policy):
         """Where the state lives (decided by the first record or sparse call)."""
 
 class SessionOptions:
-    def __init__(self, num_steps: int = 50, num_layers: int = 1, num_heads: int = 1, head_dim: int = 128, block_size: int = 128, eta: float = 9.999999747378752e-05) -> None: ...
+    def __init__(self, num_steps: int = 50, num_layers: int = 1, num_heads: int = 1, head_dim: int = 128, block_size: int = 128) -> None:
+        """
+        No eta: the map's threshold is the policy's (ModditConfig.eta, Plan.map_eta).
+        """
 
     @property
     def num_steps(self) -> int: ...
@@ -534,12 +549,6 @@ class SessionOptions:
 
     @block_size.setter
     def block_size(self, arg: int, /) -> None: ...
-
-    @property
-    def eta(self) -> float: ...
-
-    @eta.setter
-    def eta(self, arg: float, /) -> None: ...
 
 class CallRecord:
     """What one Session.attention call did."""
@@ -597,7 +606,9 @@ class Session:
 
     @property
     def history(self) -> list[CallRecord]:
-        """Every call so far (a copy; waits for the GPU when densities are pending)."""
+        """
+        Every call so far (a copy; waits for the GPU when densities are pending).
+        """
 
     @property
     def history_size(self) -> int: ...

@@ -57,13 +57,6 @@ class PyPolicy : public PolicyWithMap {
   }
 };
 
-// Every head dense, in one launch: the reference an adapter must match exactly.
-class DensePolicy : public Policy {
- public:
-  std::string name() const override { return "dense"; }
-  Plan plan(const CallInfo& call) override { return dense_plan(call.num_heads); }
-};
-
 }  // namespace
 
 void bind_policy(nb::module_& m) {
@@ -107,7 +100,9 @@ void bind_policy(nb::module_& m) {
       .def(nb::init<>())
       .def_rw("kind", &Plan::kind)
       .def_rw("groups", &Plan::groups)
-      .def_rw("record_map", &Plan::record_map);
+      .def_rw("record_map", &Plan::record_map)
+      .def_rw("map_eta", &Plan::map_eta,
+              "The map's threshold (P < map_eta) when record_map is set; default 1e-4.");
   m.def("dense_plan", &dense_plan, nb::arg("num_heads"), nb::arg("record_map") = false);
 
   nb::class_<Policy>(m, "Policy", "A policy: decides per call what the backend computes.")
