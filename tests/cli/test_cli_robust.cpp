@@ -5,7 +5,6 @@
 // nothing written or lost.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -16,6 +15,7 @@
 #include <random>
 #include <sstream>
 
+#include "cli/cli_test_util.hpp"
 #include "io/safetensors.hpp"
 #include "moddit/trajectory.hpp"
 
@@ -23,63 +23,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct ProcessResult {
-  int rc = -1;
-  std::string out, err;
-};
-
-class CliRobust : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("moddit_cli_robust_" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  // Runs `moddit ARGS` in the scratch directory, under a 4 GiB address-space
-  // limit (a regression that allocates without bound fails instead of swapping)
-  // and a 60 s timeout (one that blocks fails instead of hanging).
-  ProcessResult run(const std::string& args) {
-    const std::string bin = std::string(MODDIT_BINARY_DIR) + "/cli/moddit";
-    const std::string out = (dir_ / "stdout.txt").string(), err = (dir_ / "stderr.txt").string();
-#ifdef __SANITIZE_ADDRESS__
-    const std::string limit = "";  // AddressSanitizer reserves terabytes of address space
-#else
-    const std::string limit = "ulimit -v 4194304 && ";
-#endif
-    const std::string cmd = "cd '" + dir_.string() + "' && " + limit + "timeout 60 '" + bin + "' " +
-                            args + " >'" + out + "' 2>'" + err + "'";
-    const int status = std::system(("bash -c \"" + cmd + "\"").c_str());
-    ProcessResult r;
-    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    fs::remove(out);
-    fs::remove(err);
-    return r;
-  }
-  static std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  static void expect_one_line_error(const ProcessResult& r, const std::string& needle) {
-    EXPECT_EQ(r.rc, 1) << r.err;
-    ASSERT_FALSE(r.err.empty());
-    EXPECT_EQ(r.err.rfind("moddit: error: ", 0), 0u) << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    EXPECT_NE(r.err.find(needle), std::string::npos) << "wanted '" << needle << "' in: " << r.err;
-  }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir_)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
-};
+using moddit::test::ProcessResult;
+class CliRobust : public moddit::test::CliFixture {};
 
 const std::string kTinyEval =
     "eval --synthetic frames=2 height=4 width=16 num_steps=6 layers=1 heads=2 head_dim=16 "

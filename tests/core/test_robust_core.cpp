@@ -9,6 +9,7 @@
 
 #include "core/moddit_engine.hpp"
 #include "fake_backend.hpp"
+#include "expect_error.hpp"
 #include "moddit/error.hpp"
 #include "moddit/host_tensor.hpp"
 #include "moddit/moddit_policy.hpp"
@@ -19,14 +20,7 @@ using moddit_test::FakeBackend;
 
 namespace {
 
-void expect_error(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error (expected one naming '" << needle << "')";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using moddit::test::expect_error;
 
 // Records the eta of every call that records the map.
 class EtaBackend : public FakeBackend {

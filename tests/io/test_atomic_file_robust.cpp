@@ -14,6 +14,7 @@
 
 #include "io/atomic_file.hpp"
 #include "io_test_util.hpp"
+#include "expect_error.hpp"
 #include "moddit/error.hpp"
 #include "moddit/eval.hpp"
 #include "moddit/trajectory.hpp"
@@ -21,21 +22,14 @@
 namespace moddit {
 namespace {
 
+using moddit::test::expect_error;
+
 namespace fs = std::filesystem;
 using test::ScratchDir;
 
 std::string text_of(const std::string& path) {
   const auto b = test::read_all(path);
   return std::string(b.begin(), b.end());
-}
-
-void expect_error(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error (expected one naming '" << needle << "')";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST(AtomicFileRobust, RefusesToReplaceAFifoAndLeavesIt) {

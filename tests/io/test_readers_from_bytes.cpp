@@ -5,6 +5,7 @@
 
 #include "io/io_test_util.hpp"
 #include "io/safetensors.hpp"
+#include "expect_error.hpp"
 #include "moddit/error.hpp"
 #include "moddit/eval.hpp"
 #include "moddit/trajectory.hpp"
@@ -13,14 +14,7 @@ using namespace moddit;
 
 namespace {
 
-void expect_error(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error (expected one naming '" << needle << "')";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using moddit::test::expect_error;
 
 std::string header_of(const std::string& tensors_json) { return "{" + tensors_json + "}"; }
 

@@ -18,6 +18,7 @@
 #include "io/io_test_util.hpp"
 #include "io/safetensors.hpp"
 #include "moddit/config.hpp"
+#include "expect_error.hpp"
 #include "moddit/error.hpp"
 #include "moddit/eval.hpp"
 #include "moddit/sparse_vdit.hpp"
@@ -28,15 +29,7 @@ using moddit::test::ScratchDir;
 
 namespace {
 
-// Runs fn, which must throw moddit::Error containing `needle`.
-void expect_error(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error (expected one naming '" << needle << "')";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using moddit::test::expect_error;
 
 std::string header_of(const std::string& tensors_json) { return "{" + tensors_json + "}"; }
 
