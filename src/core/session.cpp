@@ -69,6 +69,7 @@ bool Session::plain_dense(int layer, int batch, int slot_begin) const {
   MODDIT_CHECK(layer >= 0 && layer < options_.num_layers, "plain_dense: layer ", layer,
                " out of range [0, num_layers=", options_.num_layers, ")");
   MODDIT_CHECK(batch > 0, "plain_dense: batch must be > 0, got ", batch);
+  if (slot_begin >= 0) check_range(slot_begin, 0, kMaxBatch, "plain_dense: slot_begin");
   const int slot = slot_begin < 0 ? slots_used_[static_cast<size_t>(layer)] : slot_begin;
   return policy_->plain_dense(call_info(layer, batch, slot));
 }
@@ -101,8 +102,12 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
   check_no_alias(out, k, "k");
   check_no_alias(out, v, "v");
 
+  check_range(q.batch(), 1, kMaxBatch, "q: batch");
   const int B = static_cast<int>(q.batch()), H = options_.num_heads;
   int& used = slots_used_[static_cast<size_t>(layer)];
+  // State slots are batch items of CFG branches: bounded like a batch, so that
+  // slot + B cannot overflow.
+  if (slot_begin >= 0) check_range(slot_begin, 0, kMaxBatch, "attention: slot_begin");
   const int slot = slot_begin < 0 ? used : slot_begin;
   used = std::max(used, slot + B);
 

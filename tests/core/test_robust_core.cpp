@@ -149,6 +149,20 @@ TEST(RobustCore, SessionAndPolicySizesAreBounded) {
   expect_error([] { ModditPolicy p(ModditConfig{}, INT_MAX, 1); }, "num_layers");
   expect_error([] { ModditPolicy p(ModditConfig{}, 1, INT_MAX); }, "num_heads");
   expect_error([] { make_cpu_backend(INT_MAX); }, "threads");
+  // An explicit state slot near INT_MAX would overflow slot + batch.
+  SessionOptions o;
+  o.num_steps = 4;
+  o.num_heads = 1;
+  o.head_dim = 16;
+  o.block_size = 64;
+  ModditConfig c64;
+  c64.block_size = 64;
+  Session s(tok, o, be, std::make_shared<ModditPolicy>(c64, 1, 1));
+  HostTensor q(DType::F32, 1, tok.total_tokens(), 1, 16), k = q, v = q, out = q;
+  s.begin_step(0);
+  expect_error([&] { s.attention(0, q.view(), k.view(), v.view(), out.view(), INT_MAX); },
+               "slot_begin");
+  expect_error([&] { s.plain_dense(0, 1, INT_MAX); }, "slot_begin");
 }
 
 }  // namespace
