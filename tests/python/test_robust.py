@@ -179,3 +179,29 @@ def test_one_dense_policy():
     p = moddit.make_policy("dense", 1, 2)
     assert isinstance(p, moddit.DensePolicy) and p.name() == "dense"
     assert moddit.DensePolicy.__module__ == moddit.ModditPolicy.__module__
+
+
+def test_recorder_refuses_a_fifo_path_before_the_run(tmp_path):
+    pytest.importorskip("torch")
+    from moddit.diffusers.recorder import Recorder
+
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(moddit.Error, match="not a regular file"):
+        Recorder(str(fifo))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.safetensors"]
+
+
+def test_atomic_file_from_python_keeps_mode_and_leaves_nothing_on_abort(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o600)
+    f = moddit._moddit.AtomicFile(str(target))
+    f.write(b"new")
+    f.commit()
+    assert target.read_bytes() == b"new" and (os.stat(target).st_mode & 0o777) == 0o600
+    g = moddit._moddit.AtomicFile(str(target))
+    g.write(b"never")
+    g.abort()
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
