@@ -800,6 +800,30 @@ class TrajectorySource:
         (q, k, v) as float32 NumPy arrays [B, N, H, D] (converted from the stored dtype).
         """
 
+class AtomicFile:
+    """
+    A file written atomically (io/atomic_file.hpp): write(), then commit().
+    """
+
+    def __init__(self, path: str) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    @property
+    def bytes_written(self) -> int: ...
+
+    @property
+    def path(self) -> str: ...
+
+def check_output_file(path: str) -> str:
+    """
+    Raises moddit.Error unless a file can be written at `path`; returns where it lands.
+    """
+
 def open_trajectory(path: str) -> TrajectorySource:
     """Opens and validates a trajectory file (safetensors, DESIGN.md 6)."""
 
