@@ -45,6 +45,10 @@ struct Plan {
   CallKind kind = CallKind::Dense;
   std::vector<HeadGroup> groups;  // heads in no group are skipped: output zeros, no launch
   bool record_map = false;        // the backend writes map counts for observe()
+  // The map's threshold (a pair counts when its probability P < map_eta, paper
+  // Eq. 2), chosen by the policy that asks for the map: ModditPolicy sets its
+  // ModditConfig::eta. The default is MOD-DiT's default eta.
+  float map_eta = 1e-4f;
   // observe() gets the counts where the backend wrote them (device memory, in
   // stream order, no host copy and no wait) instead of a host copy.
   bool map_on_device = false;
@@ -71,5 +75,13 @@ class Policy {
 
 // A plan that runs every head densely in one launch.
 Plan dense_plan(int num_heads, bool record_map = false);
+
+// Every head dense on every call, in one launch: the reference (the evaluation's
+// "dense" policy, the Python module's DensePolicy).
+class DensePolicy : public Policy {
+ public:
+  std::string name() const override { return "dense"; }
+  Plan plan(const CallInfo& call) override { return dense_plan(call.num_heads); }
+};
 
 }  // namespace moddit

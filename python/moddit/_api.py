@@ -16,9 +16,15 @@ _cpu_threads = 0
 
 
 def set_cpu_threads(threads: int) -> None:
-    """Threads of the CPU backend created from now on (0 = all hardware threads)."""
+    """Threads of the CPU backend created from now on (0 = all hardware threads).
+    Raises moddit.Error for a negative or unusable count (checked here, not when
+    the backend is made)."""
     global _cpu_threads
-    _cpu_threads = int(threads)
+    threads = int(threads)
+    if not -2**62 < threads < 2**62:
+        raise _C.Error(f"set_cpu_threads: {threads} threads is not a usable thread count")
+    _C.check_cpu_threads(threads)
+    _cpu_threads = threads
     with _backends_lock:
         _backends.pop(("cpu", 0), None)
 
@@ -177,9 +183,12 @@ class Session:
     Q/K/V, asks its policy what to run and writes the output.
 
     Session(tokens, policy='moddit', device='cpu', num_steps=50, num_layers=...,
-    num_heads=..., head_dim=..., block_size=128, eta=1e-4, precision=None,
+    num_heads=..., head_dim=..., block_size=128, eta=None, precision=None,
     warmup_precision=None, config=None, **config_kw)
 
+    eta is MOD-DiT's map threshold and has one source, the policy's config
+    (ModditConfig.eta): `eta=` here is the config key, for 'moddit' only. A
+    Python policy sets Plan.map_eta on the plans that record the map.
     precision ("exact" or "fp8"): with 'moddit' the config's `precision` (its
     record, sparse and refresh calls), with the other policies every call;
     warmup_precision: the config's `warmup_precision` (MOD-DiT's plain dense
@@ -191,9 +200,11 @@ class Session:
                  num_heads: int = 1, head_dim: int = 128, block_size: Optional[int] = None,
                  eta: Optional[float] = None, precision: Optional[str] = None,
                  warmup_precision: Optional[str] = None, config: Any = None, **config_kw: Any):
-        is_moddit = isinstance(policy, str) and policy.lower().replace("-", "_") in ("moddit", "mod_dit")
+        is_moddit = isinstance(policy, str) and policy.lower().replace("-", "_") in (
+            "moddit", "mod_dit")
         if is_moddit:
-            # One block size, eta and precision for the Session and the MOD-DiT config.
+            # One block size and precision for the Session and the MOD-DiT config;
+            # eta is the config's.
             if block_size is not None:
                 config_kw.setdefault("block_size", block_size)
             if eta is not None:
@@ -202,19 +213,20 @@ class Session:
                 config_kw.setdefault("precision", precision)
             if warmup_precision is not None:
                 config_kw.setdefault("warmup_precision", warmup_precision)
-        elif warmup_precision is not None:
-            raise _C.Error("warmup_precision applies to the 'moddit' policy's dense warm-up calls; "
-                           "use precision= with other policies")
+        else:
+            if warmup_precision is not None:
+                raise _C.Error("warmup_precision applies to the 'moddit' policy's dense warm-up "
+                               "calls; use precision= with other policies")
+            if eta is not None:
+                raise _C.Error("eta is MOD-DiT's map threshold (the config key 'eta' of the "
+                               "'moddit' policy); a Python policy sets Plan.map_eta, others "
+                               "record no map")
         pol = make_policy(policy, num_layers, num_heads, config, **config_kw)
-        if block_size is None or eta is None:
-            mc = pol.config if isinstance(pol, _C.ModditPolicy) else None
-            if block_size is None:
-                block_size = mc.block_size if mc is not None else (
-                    pol.config.block_size if isinstance(pol, _C.SparseVditPolicy) else 128)
-            if eta is None:
-                eta = mc.eta if mc is not None else 1e-4
+        if block_size is None:
+            block_size = (pol.config.block_size
+                          if isinstance(pol, (_C.ModditPolicy, _C.SparseVditPolicy)) else 128)
         opts = _C.SessionOptions(num_steps=num_steps, num_layers=num_layers, num_heads=num_heads,
-                                 head_dim=head_dim, block_size=block_size, eta=eta,
+                                 head_dim=head_dim, block_size=block_size,
                                  precision="exact" if is_moddit or precision is None else precision)
         self.backend = device if isinstance(device, _C.Backend) else get_backend(device)
         self._s = _C.Session(tokens, opts, self.backend, pol)

@@ -273,6 +273,9 @@ def cuda_backend(device_index: int = 0) -> Backend:
 
 def cuda_available() -> bool: ...
 
+def check_cpu_threads(threads: int) -> None:
+    """Raises moddit.Error unless `threads` is a usable CPU thread count."""
+
 def attention(backend: Backend, q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: NDArray, tokens: TokenLayout, block_size: int = 128, softmax_scale: float = 0.0, layout: BlockLayout | None = None, heads: Sequence[int] | None = None, lse: NDArray | None = None, map_counts: NDArray | None = None, eta: float = 9.999999747378752e-05, qkv_layout: str = 'NHD', stream: int = 0, q_begin: int | None = None, k_begin: int | None = None, precision: str = 'exact') -> None:
     """
     Low-level: one attention call into preallocated outputs (see moddit.attention).
@@ -373,6 +376,15 @@ class Plan:
 
     @precision.setter
     def precision(self, value: str | None) -> None: ...
+
+    @property
+    def map_eta(self) -> float:
+        """
+        The map's threshold (P < map_eta) when record_map is set; default 1e-4.
+        """
+
+    @map_eta.setter
+    def map_eta(self, arg: float, /) -> None: ...
 
 def dense_plan(num_heads: int, record_map: bool = False) -> Plan: ...
 
@@ -542,7 +554,10 @@ class ModditPolicy(Policy):
         """Where the state lives (decided by the first record or sparse call)."""
 
 class SessionOptions:
-    def __init__(self, num_steps: int = 50, num_layers: int = 1, num_heads: int = 1, head_dim: int = 128, block_size: int = 128, eta: float = 9.999999747378752e-05, precision: str = 'exact') -> None: ...
+    def __init__(self, num_steps: int = 50, num_layers: int = 1, num_heads: int = 1, head_dim: int = 128, block_size: int = 128, precision: str = 'exact') -> None:
+        """
+        No eta: the map's threshold is the policy's (ModditConfig.eta, Plan.map_eta).
+        """
 
     @property
     def num_steps(self) -> int: ...
@@ -573,12 +588,6 @@ class SessionOptions:
 
     @block_size.setter
     def block_size(self, arg: int, /) -> None: ...
-
-    @property
-    def eta(self) -> float: ...
-
-    @eta.setter
-    def eta(self, arg: float, /) -> None: ...
 
     @property
     def precision(self) -> str:
@@ -843,6 +852,30 @@ class TrajectorySource:
         """
         (q, k, v) as float32 NumPy arrays [B, N, H, D] (converted from the stored dtype).
         """
+
+class AtomicFile:
+    """
+    A file written atomically (io/atomic_file.hpp): write(), then commit().
+    """
+
+    def __init__(self, path: str) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    @property
+    def bytes_written(self) -> int: ...
+
+    @property
+    def path(self) -> str: ...
+
+def check_output_file(path: str) -> str:
+    """
+    Raises moddit.Error unless a file can be written at `path`; returns where it lands.
+    """
 
 def open_trajectory(path: str) -> TrajectorySource:
     """Opens and validates a trajectory file (safetensors, DESIGN.md 6)."""

@@ -10,6 +10,7 @@
 
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 #include "py_common.hpp"
 
 namespace moddit::py {
@@ -85,6 +86,9 @@ void bind_backend(nb::module_& m) {
   m.def("cuda_backend", &make_cuda_backend, nb::arg("device_index") = 0,
         "The CUDA backend; raises moddit.Error without CUDA.");
   m.def("cuda_available", &cuda_available);
+  m.def(
+      "check_cpu_threads", [](int64_t threads) { check_thread_count(threads, "set_cpu_threads"); },
+      nb::arg("threads"), "Raises moddit.Error unless `threads` is a usable CPU thread count.");
 
   m.def("attention", &attention, nb::arg("backend"), nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("out"), nb::arg("tokens"), nb::arg("block_size") = 128,

@@ -57,13 +57,6 @@ class PyPolicy : public PolicyWithMap {
   }
 };
 
-// Every head dense, in one launch: the reference an adapter must match exactly.
-class DensePolicy : public Policy {
- public:
-  std::string name() const override { return "dense"; }
-  Plan plan(const CallInfo& call) override { return dense_plan(call.num_heads); }
-};
-
 }  // namespace
 
 void bind_policy(nb::module_& m) {
@@ -118,6 +111,8 @@ void bind_policy(nb::module_& m) {
             p.precision = s ? std::optional<Precision>(precision_from_string(*s)) : std::nullopt;
           },
           nb::arg("value").none(), "\"exact\", \"fp8\" or None (the Session's precision).");
+      .def_rw("map_eta", &Plan::map_eta,
+              "The map's threshold (P < map_eta) when record_map is set; default 1e-4.");
   m.def("dense_plan", &dense_plan, nb::arg("num_heads"), nb::arg("record_map") = false);
 
   nb::class_<Policy>(m, "Policy", "A policy: decides per call what the backend computes.")

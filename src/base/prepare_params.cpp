@@ -2,6 +2,7 @@
 
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
 
@@ -32,8 +33,7 @@ void check_same_as_q(const TensorView& q, const TensorView& t, const char* name)
                ": on a different device than q");
 }
 
-void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
-  l.validate();
+void check_layout_shape(const BlockLayout& l, const AttentionParams& p) {
   const bool chunk = p.num_q_blocks != p.num_blocks || p.k_block_begin != 0 ||
                      p.k_block_end != p.num_blocks;
   MODDIT_CHECK(l.batch == p.batch && l.heads == p.num_sel_heads &&
@@ -43,12 +43,24 @@ void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
                ", heads ", p.num_sel_heads, ", ", p.num_q_blocks, "x", p.num_blocks, "]",
                chunk ? " (a chunk call: rows of the query blocks that meet the chunk; slice_layout)"
                      : "");
+  // rows() cannot overflow here: batch x heads x blocks was bounded by prepare_params.
+  MODDIT_CHECK(static_cast<int64_t>(l.row_ptr.size()) == l.rows() + 1 && !l.row_ptr.empty() &&
+                   l.row_ptr.back() == static_cast<int64_t>(l.col_idx.size()),
+               "attention: block layout arrays (row_ptr ", l.row_ptr.size(), ", col_idx ",
+               l.col_idx.size(), " entries) do not match its ", l.rows(), " rows");
   if (!chunk) return;
+  // Which key blocks a chunk may list depends on the call, not on the layout
+  // alone: checked on every chunk call (host layouts only; linear in the layout).
   for (size_t i = 0; i < l.col_idx.size(); ++i)
     MODDIT_CHECK(l.col_idx[i] >= p.k_block_begin && l.col_idx[i] < p.k_block_end,
                  "attention: block layout lists key block ", l.col_idx[i],
                  ", outside the key chunk's blocks [", p.k_block_begin, ", ", p.k_block_end,
                  ") (slice_layout keeps only blocks that meet the chunk)");
+}
+
+void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
+  l.validate();
+  check_layout_shape(l, p);
 }
 
 namespace {
@@ -111,7 +123,17 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
                " tokens, the token layout has ", N);
   MODDIT_CHECK(c.block_size == grid.block_size, "attention: block_size ", c.block_size,
                " differs from the grid's ", grid.block_size);
-  MODDIT_CHECK(c.q.batch() < (1 << 20) && c.q.heads() < (1 << 16), "q: batch/heads too large");
+  MODDIT_CHECK(c.q.batch() <= kMaxBatch && c.q.heads() <= kMaxHeads, "q: batch ", c.q.batch(),
+               " or heads ", c.q.heads(), " is more than the limit of ", kMaxBatch, " / ", kMaxHeads);
+  // Work items (rows) and the optional outputs are products the kernels index
+  // with int32 (rows) or allocate by (LSE, map counts).
+  checked_product({c.q.batch(), c.q.heads(), grid.num_blocks()}, INT32_MAX,
+                  "attention: batch x heads x blocks");
+  if (c.lse)
+    checked_product({c.q.batch(), c.q.heads(), N}, INT64_MAX / 4, "attention: lse [B, H, N]");
+  if (c.map_counts)
+    checked_product({c.q.batch(), c.q.heads(), grid.num_video_blocks, grid.num_video_blocks},
+                    INT64_MAX / 4, "attention: map counts [B, H, n, n]");
   MODDIT_CHECK(c.map_counts == nullptr || (c.eta > 0.f && std::isfinite(c.eta)),
                "attention: eta must be > 0 to record the sparsity map, got ", c.eta);
 

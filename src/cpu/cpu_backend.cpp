@@ -9,6 +9,7 @@
 #include "cpu/thread_pool.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
 
@@ -84,7 +85,7 @@ class CpuBackend final : public Backend {
 }  // namespace
 
 std::shared_ptr<Backend> make_cpu_backend(int threads) {
-  MODDIT_CHECK(threads >= 0, "cpu backend: threads must be >= 0 (0 = all), got ", threads);
+  check_thread_count(threads, "cpu backend");
   return std::make_shared<CpuBackend>(threads);
 }
 

@@ -273,8 +273,9 @@ class CudaBackend final : public Backend {
     check_view(call.out, "out");
     MODDIT_CHECK(call.tokens != nullptr, "attention: no token layout given");
     const BlockGrid grid = make_block_grid(*call.tokens, call.block_size);
-    // prepare_params validates everything but the layout, which is checked (and
-    // uploaded, and scheduled) once per distinct content by the layout cache.
+    // prepare_params validates everything but the layout. Its shape is checked
+    // against this call on every call; its content is checked (and uploaded, and
+    // scheduled) once per distinct content by the layout cache.
     AttentionCall no_layout = call;
     no_layout.layout = nullptr;
     MODDIT_CHECK(!(call.layout && call.device_layout), "attention: both a layout and a device layout given");
@@ -294,7 +295,8 @@ class CudaBackend final : public Backend {
     s.wgmma = props_.major == 9 && !portable_kernel_;
     s.map_compare = map_compare_;
     if (call.layout) {
-      const LayoutEntry& e = layout_entry(*call.layout, grid, p);
+      check_layout_shape(*call.layout, p);  // the same layout may come with another batch
+      const LayoutEntry& e = layout_entry(*call.layout, grid);
       p.layout_row_ptr = static_cast<const int32_t*>(e.row_ptr.get());
       p.layout_col_idx = static_cast<const int32_t*>(e.col_idx.get());
       s.order = static_cast<const int32_t*>(e.order.get());
@@ -401,15 +403,15 @@ class CudaBackend final : public Backend {
   }
   // Device copies of a layout and its schedule, kept while the content repeats
   // (a pipeline reuses a layout for many calls). A hit costs one memcmp of the
-  // host arrays; a miss validates, sorts and uploads. A layout is validated for
-  // the key blocks of its call (a chunk call's), so they are part of the key.
+  // host arrays; a miss validates the content, sorts and uploads. The shape
+  // against the call (a chunk call's key blocks included) is not the cache's
+  // business: attention() checks it on every call, hit or miss.
   struct LayoutEntry {
     std::vector<int32_t> row_ptr_h, col_idx_h, starts_h, order_h;
     int batch = 0, heads = 0, q_blocks = 0, k_blocks = 0, k_block_begin = 0, k_block_end = 0;
     std::shared_ptr<void> row_ptr, col_idx, order;
   };
-  const LayoutEntry& layout_entry(const BlockLayout& l, const BlockGrid& grid,
-                                  const AttentionParams& p) {
+  const LayoutEntry& layout_entry(const BlockLayout& l, const BlockGrid& grid) {
     for (auto it = layout_cache_.begin(); it != layout_cache_.end(); ++it)
       if (it->batch == l.batch && it->heads == l.heads && it->q_blocks == l.num_q_blocks &&
           it->k_blocks == l.num_k_blocks && it->k_block_begin == p.k_block_begin &&
@@ -420,7 +422,7 @@ class CudaBackend final : public Backend {
         layout_cache_.splice(layout_cache_.begin(), layout_cache_, it);
         return layout_cache_.front();
       }
-    validate_layout_for(l, p);
+    l.validate();
     LayoutEntry e;
     e.row_ptr_h = l.row_ptr;
     e.col_idx_h = l.col_idx;

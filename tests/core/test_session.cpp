@@ -33,7 +33,6 @@ SessionOptions small_options() {
   o.num_heads = 3;
   o.head_dim = 16;
   o.block_size = 64;
-  o.eta = 1e-2f;
   return o;
 }
 

@@ -96,7 +96,6 @@ class Controller:
         self.num_heads = int(first.heads)
         self.head_dim = int(first.to_q.out_features) // self.num_heads
         self.block_size = int(config_kw.get("block_size", 128))
-        self.eta = float(config_kw.get("eta", 1e-4))
 
         # Dense-equivalent runs (policy "sdpa") use diffusers' own attention.
         self.use_moddit = not (isinstance(policy, str) and policy == "sdpa")
@@ -128,10 +127,7 @@ class Controller:
             policy, config, kw = self.policy_spec
             kw = {k: v for k, v in kw.items() if k not in ("num_steps",)}
             self.policy = _api.make_policy(policy, self.num_layers, self.num_heads, config, **kw)
-            if isinstance(self.policy, _C.ModditPolicy):
-                self.block_size = self.policy.config.block_size
-                self.eta = self.policy.config.eta
-            elif isinstance(self.policy, _C.SparseVditPolicy):
+            if isinstance(self.policy, (_C.ModditPolicy, _C.SparseVditPolicy)):
                 self.block_size = self.policy.config.block_size
         return self.policy
 
@@ -145,7 +141,7 @@ class Controller:
                 tokens, policy, device=str(device) if device.type == "cuda" else "cpu",
                 num_steps=self.tracker.schedule_length(), num_layers=self.num_layers,
                 num_heads=self.num_heads, head_dim=self.head_dim, block_size=self.block_size,
-                eta=self.eta, precision=self.precision)
+                precision=self.precision)
             entry = (session, [-1])
             self.sessions[key] = entry
         return entry
