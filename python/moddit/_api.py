@@ -8,6 +8,7 @@ import threading
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from . import _frameworks as fw
+from . import _handles
 from . import _moddit as _C
 
 _backends: Dict[Tuple[str, int], Any] = {}
@@ -63,7 +64,18 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
     BlockLayout (None = dense) over (B, len(heads) or H, blocks, blocks).
     Returns out, or (out, lse[B,H,N] float32, map_counts[B,H,n,n] int32 with -1
     where a block was not computed) as requested by return_lse / return_map.
+
+    Inside torch.compile this call is a graph break (TokenLayout and BlockLayout
+    are host objects dynamo cannot read); torch.ops.moddit.attention takes the
+    same call as tensors and numbers and compiles without one (docs/PYTHON.md).
     """
+    if fw.compiling():
+        from . import _torch_ops
+
+        return _torch_ops.eager(attention)(
+            q, k, v, tokens, layout=layout, heads=heads, out=out, block_size=block_size,
+            scale=scale, return_lse=return_lse, return_map=return_map, eta=eta,
+            qkv_layout=qkv_layout, backend=backend, stream=stream)
     n_axis = _check_layout(qkv_layout)
     q, k, v = fw.as_input(q), fw.as_input(k), fw.as_input(v)
     if tokens is None:
@@ -191,14 +203,37 @@ class Session:
         self.backend = device if isinstance(device, _C.Backend) else get_backend(device)
         self._s = _C.Session(tokens, opts, self.backend, pol)
         self.policy = pol
+        # Names this Session in the torch.compile operators (moddit._torch_ops).
+        self._handle = _handles.register(self)
 
     def begin_step(self, step: int) -> None:
+        if fw.compiling():
+            from . import _torch_ops  # noqa: F401  (registers torch.ops.moddit)
+            import torch
+
+            torch.ops.moddit.session_begin_step(self._handle, step)
+            return
         self._s.begin_step(int(step))
 
     def attention(self, layer: int, q: Any, k: Any, v: Any, out: Any = None,
                   slot_begin: int = -1, qkv_layout: str = "NHD", stream: Optional[int] = None):
-        """Runs one call of `layer` and returns out ([B, N, H, D] like q)."""
+        """Runs one call of `layer` and returns out ([B, N, H, D] like q).
+        Inside torch.compile (PyTorch tensors) it is the operator
+        torch.ops.moddit.session_attention: no graph break."""
         _check_layout(qkv_layout)
+        if fw.compiling():
+            from . import _torch_ops  # noqa: F401  (registers torch.ops.moddit)
+            import torch
+
+            if stream is not None:
+                raise _C.Error("Session.attention: stream= is not supported inside torch.compile "
+                               "(the call runs on the current stream)")
+            result = torch.ops.moddit.session_attention(q, k, v, self._handle, layer, slot_begin,
+                                                        qkv_layout)
+            if out is None:
+                return result
+            out.copy_(result)
+            return out
         q, k, v = fw.as_input(q), fw.as_input(k), fw.as_input(v)
         if out is None:
             out = fw.empty(q, q.shape)

@@ -18,6 +18,12 @@ def is_torch(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def compiling() -> bool:
+    """Whether torch.compile (dynamo) is tracing the caller."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
 def device_of(x: Any) -> Tuple[str, int]:
     """('cpu', 0) or ('cuda', index) of a DLPack-capable tensor."""
     if hasattr(x, "__dlpack_device__"):

@@ -130,10 +130,14 @@ void bind_layout(nb::module_& m) {
       .def_rw("heads", &BlockLayout::heads)
       .def_rw("num_q_blocks", &BlockLayout::num_q_blocks)
       .def_rw("num_k_blocks", &BlockLayout::num_k_blocks)
+      // Copies that own their memory: the default reference_internal policy of a
+      // property cannot be applied to them.
       .def_prop_ro("row_ptr",
-                   [](const BlockLayout& l) { return to_numpy(l.row_ptr, {l.row_ptr.size()}); })
+                   [](const BlockLayout& l) { return to_numpy(l.row_ptr, {l.row_ptr.size()}); },
+                   nb::rv_policy::move)
       .def_prop_ro("col_idx",
-                   [](const BlockLayout& l) { return to_numpy(l.col_idx, {l.col_idx.size()}); })
+                   [](const BlockLayout& l) { return to_numpy(l.col_idx, {l.col_idx.size()}); },
+                   nb::rv_policy::move)
       .def_prop_ro("rows", &BlockLayout::rows)
       .def_prop_ro("live_blocks", &BlockLayout::live_blocks)
       .def("validate", &BlockLayout::validate)
