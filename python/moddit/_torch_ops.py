@@ -191,6 +191,7 @@ def diffusers_begin_forward(hidden_states: Tensor, timestep: Optional[Tensor],
                             text_mask: Optional[Tensor], controller: int) -> None:
     """The transformer's forward starts: the controller learns the step (from the
     timestep's value, read here at run time), the latent grid and the text mask."""
+    _refuse_capture(hidden_states, "moddit::diffusers_begin_forward")
     _handles.lookup(controller, "moddit.diffusers controller").begin_forward(
         hidden_states, timestep, text_mask)
 
