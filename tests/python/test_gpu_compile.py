@@ -1,8 +1,9 @@
 """torch.compile on the GPU (skipped without a CUDA device): every family in
 bf16, compiled by inductor with fullgraph=True, runs moddit's calls in the
 eager run's order; aot_eager (no change of numerics) gives the eager output;
-mode="reduce-overhead" (CUDA graphs) keeps moddit's calls out of the graphs and
-gives the compiled output; capturing a moddit call by hand is refused."""
+mode="reduce-overhead" (CUDA graphs) keeps moddit's calls out of the graphs,
+records the parts between them as CUDA graphs and gives the compiled output;
+capturing a moddit call by hand is refused."""
 import pytest
 
 import moddit
@@ -82,6 +83,8 @@ def test_compiled_family_on_cuda(family):
 def test_reduce_overhead_keeps_moddit_out_of_cuda_graphs():
     import torch
     import moddit.diffusers as md
+    from torch._dynamo.utils import counters
+    from torch._inductor import cudagraph_trees
 
     model, x = _model_and_inputs("wan")
     torch._dynamo.reset()
@@ -93,9 +96,16 @@ def test_reduce_overhead_keeps_moddit_out_of_cuda_graphs():
         torch._dynamo.reset()
         md.enable(model, **MODDIT)
         graphed = torch.compile(model, fullgraph=True, mode="reduce-overhead")
+        skips = counters["inductor"]["cudagraph_skips"]
         out = _denoise(graphed, x)
         assert _calls(model) == ref_calls  # every call ran its host decisions
         assert max(_rel(a, b) for a, b in zip(out, ref)) < 1e-2
+        # The parts between moddit's calls did run as CUDA graphs: inductor
+        # partitioned the graph instead of giving CUDA graphs up.
+        assert counters["inductor"]["cudagraph_skips"] == skips, "inductor skipped CUDA graphs"
+        manager = cudagraph_trees.get_manager(torch.cuda.current_device(),
+                                              create_if_none_exists=False)
+        assert manager is not None and any(manager.roots.values()), "no CUDA graph recorded"
         md.disable(model)
 
 
