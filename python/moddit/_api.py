@@ -50,6 +50,7 @@ def _check_layout(qkv_layout: str) -> int:
     return 1 if qkv_layout == "NHD" else 2  # axis of N in the array
 
 
+@fw.eager_under_compile
 def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *,
               layout: Optional[_C.BlockLayout] = None, heads: Optional[Sequence[int]] = None,
               out: Any = None, block_size: int = 128, scale: Optional[float] = None,
@@ -69,13 +70,6 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
     are host objects dynamo cannot read); torch.ops.moddit.attention takes the
     same call as tensors and numbers and compiles without one (docs/PYTHON.md).
     """
-    if fw.compiling():
-        from . import _torch_ops
-
-        return _torch_ops.eager(attention)(
-            q, k, v, tokens, layout=layout, heads=heads, out=out, block_size=block_size,
-            scale=scale, return_lse=return_lse, return_map=return_map, eta=eta,
-            qkv_layout=qkv_layout, backend=backend, stream=stream)
     n_axis = _check_layout(qkv_layout)
     q, k, v = fw.as_input(q), fw.as_input(k), fw.as_input(v)
     if tokens is None:

@@ -5,7 +5,7 @@ and strides; the real one runs moddit's host decisions (step, policy plan,
 MOD-DiT state) and kernels, as one opaque call inside the compiled graph.
 
     attention(q, k, v, tokens, text_position, block_size, scale, row_ptr, col_idx,
-              layout_shape, heads, eta, qkv_layout, return_lse, return_map)
+              layout_shape, heads, eta, qkv_layout, return_lse, return_map, precision="exact")
         -> (out, lse, map_counts)       stateless dense / block-sparse attention
     session_begin_step(session, step)
     session_attention(q, k, v, session, layer, slot_begin, qkv_layout) -> out
@@ -120,15 +120,24 @@ def _extra_outputs(q, tokens, text_position, block_size, qkv_layout, return_lse,
 
 # --- stateless attention -------------------------------------------------------------
 
+def _precision_kw(precision: str) -> dict:
+    """moddit.attention's precision keyword, passed only when it is not the
+    default "exact", so that the operator also runs on modules built before the
+    FP8 option (where asking for "fp8" is then refused by moddit.attention)."""
+    return {} if precision == "exact" else {"precision": precision}
+
+
 @torch.library.custom_op("moddit::attention", mutates_args=(), tags=_TAGS)
 def attention(q: Tensor, k: Tensor, v: Tensor, tokens: Sequence[int], text_position: str,
               block_size: int, scale: float, row_ptr: Optional[Tensor], col_idx: Optional[Tensor],
               layout_shape: Sequence[int], heads: Optional[Sequence[int]], eta: float,
-              qkv_layout: str, return_lse: bool, return_map: bool) -> Tuple[Tensor, Tensor, Tensor]:
+              qkv_layout: str, return_lse: bool, return_map: bool,
+              precision: str = "exact") -> Tuple[Tensor, Tensor, Tensor]:
     """moddit.attention() as an operator: tokens = [frames, height, width,
     text_tokens, text_valid] (token_args), the layout as CSR tensors
-    (layout_args; None = dense), scale 0 = 1/sqrt(D). lse and map_counts are
-    empty ([0]) unless return_lse / return_map."""
+    (layout_args; None = dense), scale 0 = 1/sqrt(D), precision as
+    moddit.attention's. lse and map_counts are empty ([0]) unless return_lse /
+    return_map."""
     _refuse_capture(q, "moddit::attention")
     layout = None
     if row_ptr is not None or col_idx is not None:
@@ -141,7 +150,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, tokens: Sequence[int], text_posit
     result = _api.attention(q, k, v, _token_layout(tokens, text_position), layout=layout,
                             heads=heads, block_size=block_size, scale=scale or None,
                             return_lse=return_lse, return_map=return_map, eta=eta,
-                            qkv_layout=qkv_layout)
+                            qkv_layout=qkv_layout, **_precision_kw(precision))
     result = list(result) if isinstance(result, tuple) else [result]
     out = result.pop(0)
     lse = result.pop(0) if return_lse else q.new_empty(0, dtype=torch.float32)
@@ -151,7 +160,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, tokens: Sequence[int], text_posit
 
 @attention.register_fake
 def _(q, k, v, tokens, text_position, block_size, scale, row_ptr, col_idx, layout_shape, heads,
-      eta, qkv_layout, return_lse, return_map):
+      eta, qkv_layout, return_lse, return_map, precision="exact"):
     lse, counts = _extra_outputs(q, tokens, text_position, block_size, qkv_layout, return_lse,
                                  return_map)
     return (q.new_empty(q.shape), q.new_empty(lse, dtype=torch.float32),
@@ -236,8 +245,3 @@ for _op in (session_begin_step, session_attention, diffusers_begin_forward, diff
 def handle_tensor(handle: int) -> Tensor:
     """A handle as the CPU int64 scalar tensor the per-layer ops take."""
     return torch.tensor(int(handle), dtype=torch.int64)
-
-
-def eager(fn):
-    """fn run by Python, outside the compiled graph (a graph break)."""
-    return torch.compiler.disable(fn, recursive=True)

@@ -210,6 +210,34 @@ def test_attention_operator_matches_the_python_call_and_its_fake():
                                    "NHD", False, False)
 
 
+def test_attention_operator_passes_precision():
+    """precision reaches moddit.attention (the FP8 path: its CPU emulation here)."""
+    import inspect
+    import torch
+
+    tokens, layout, q, k, v = _sparse_case(torch)
+    tok, pos, row_ptr, col_idx, shape = _torch_ops_args(tokens, layout)
+    args = (q, k, v, tok, pos, 64, 0.0, row_ptr, col_idx, shape, None, 1e-4, "NHD", False, False)
+    exact = torch.ops.moddit.attention(*args)[0]
+    assert torch.equal(exact, torch.ops.moddit.attention(*args, "exact")[0])
+    if "precision" not in inspect.signature(moddit.attention).parameters:
+        with pytest.raises(TypeError, match="precision"):
+            torch.ops.moddit.attention(*args, "fp8")
+        return
+    ref = moddit.attention(q, k, v, tokens, layout=layout, block_size=64, precision="fp8")
+    run = torch.compile(lambda *a: torch.ops.moddit.attention(*a, "fp8")[0], fullgraph=True,
+                        backend="aot_eager")
+    out = run(*args)
+    assert torch.equal(out, ref)
+    assert 0 < rel_err(out.numpy(), exact.numpy()) < 0.1  # FP8 rounding, not another call
+
+
+def _torch_ops_args(tokens, layout):
+    from moddit import _torch_ops
+
+    return (*_torch_ops.token_args(tokens), *_torch_ops.layout_args(layout))
+
+
 def test_python_attention_call_inside_compile_runs_eagerly():
     """moddit.attention() takes host objects dynamo cannot read: inside
     torch.compile it is a graph break, with the eager result."""
