@@ -234,6 +234,7 @@ in_root() {  # in_root "<shell command>": runs it in the root, in /root/moddit
 say "Debian $suite from $mirror; commit $commit; $(nproc) cores; cache ${cache:-none}"
 stage "debootstrap (installed on this machine when missing)" install_debootstrap
 root="$(realpath "$(mktemp -d "$parent/moddit-fresh-root.XXXXXX")")"
+chmod 755 "$root"  # a machine's / (mktemp makes 0700, which locks apt's _apt user out)
 stage "debootstrap --variant=minbase $suite into $root" make_root
 stage "configure the root, copy the repository, mount /proc /sys /dev" configure_root
 stage "README build command: ${readme_cmds[0]}" in_root "${readme_cmds[0]}"
