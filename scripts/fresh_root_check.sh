@@ -77,6 +77,7 @@ free_kb="$(df -Pk "$parent" | awk 'NR == 2 { print $4 }')"
 
 # ---- cleanup: every mount undone, on any exit ----------------------------------
 
+times=()      # "<seconds>  <stage>" of the stages done
 root=""
 mounts=()     # mount points, in the order mounted
 child=""      # the chroot's process (a session leader: its id is its group's id)
@@ -127,6 +128,7 @@ cleanup() {
     fi
   fi
   if ((rc != 0)); then
+    ((${#times[@]} == 0)) || { say "stages done before the failure:"; printf '  %s\n' "${times[@]}"; }
     echo "fresh-root: FAILED in stage '$stage_name' (exit $rc); commit $commit, mirror $mirror" >&2
   fi
   exit "$rc"
@@ -144,7 +146,6 @@ do_mount() {  # do_mount <target> <mount arguments...>
 
 # ---- stages --------------------------------------------------------------------
 
-times=()
 stage() {  # stage "<name>" command...: runs it, times it, names it on failure
   stage_name="$1"
   shift
@@ -203,6 +204,15 @@ configure_root() {
     [ -n "$security" ] && echo "deb $security $suite-security main"
   } >"$root/etc/apt/sources.list"
   cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+  # The network's own CA certificates, like its resolver: where HTTPS goes
+  # through an intercepting proxy, pip in the root needs the CA this machine
+  # trusts for it (ca-certificates, installed by bootstrap.sh, adds these).
+  local extra=(/usr/local/share/ca-certificates/*)
+  if [ -e "${extra[0]}" ]; then
+    say "copying this machine's ${#extra[@]} local CA certificate(s) (/usr/local/share/ca-certificates) into the root"
+    mkdir -p "$root/usr/local/share/ca-certificates"
+    cp -rL /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+  fi
   # No daemons start inside the root when packages are installed.
   printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
   chmod +x "$root/usr/sbin/policy-rc.d"

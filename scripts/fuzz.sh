@@ -73,8 +73,11 @@ done
 
 for t in "${failed[@]}"; do
   dir="build-fuzz/run/$t"
-  echo "---- fuzz_$t: the end of its log ($dir/log)" >&2
-  tail -n 60 "$dir/log" >&2
+  echo "---- fuzz_$t: what it found ($dir/log has everything):" >&2
+  grep -m 8 -E "what\(\):|runtime error:|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|SUMMARY:|Timeout|out-of-memory|malloc\(" \
+    "$dir/log" | cut -c1-300 >&2 || true
+  echo "---- fuzz_$t: the frames of moddit's code in its stack:" >&2
+  grep -E "^ +#[0-9]+ 0x[0-9a-f]+ in ([^ (]+ )?(moddit::|LLVMFuzzerTestOneInput)" "$dir/log" | head -n 12 | cut -c1-300 >&2 || true
   for a in "$dir"/artifacts/*; do
     [ -e "$a" ] || continue
     echo "fuzz_$t: input saved as $a (reproduce: build-fuzz/tests/fuzz/fuzz_$t $a)" >&2
