@@ -88,7 +88,7 @@ class ReportReader {
   // j[key] (an object), or an empty object when absent.
   nlohmann::json object(const nlohmann::json& j, const char* key, const std::string& where) const {
     if (!j.contains(key)) return nlohmann::json::object();
-    MODDIT_CHECK(j[key].is_object(), path_, ": not a valid moddit report: '", where,
+    MODDIT_CHECK(j[key].is_object(), path_, ": not a moddit report: '", where,
                  "' is not an object");
     return j[key];
   }
@@ -96,7 +96,7 @@ class ReportReader {
   std::string text(const nlohmann::json& j, const char* key, const std::string& where,
                    const std::string& fallback) const {
     if (!j.contains(key)) return fallback;
-    MODDIT_CHECK(j[key].is_string(), path_, ": not a valid moddit report: '", where,
+    MODDIT_CHECK(j[key].is_string(), path_, ": not a moddit report: '", where,
                  "' is not a string");
     return j[key].get<std::string>();
   }
@@ -104,10 +104,10 @@ class ReportReader {
   std::vector<nlohmann::json> objects(const nlohmann::json& j, const char* key) const {
     std::vector<nlohmann::json> out;
     if (!j.contains(key)) return out;
-    MODDIT_CHECK(j[key].is_array(), path_, ": not a valid moddit report: '", key,
+    MODDIT_CHECK(j[key].is_array(), path_, ": not a moddit report: '", key,
                  "' is not an array");
     for (size_t i = 0; i < j[key].size(); ++i) {
-      MODDIT_CHECK(j[key][i].is_object(), path_, ": not a valid moddit report: '", key, "[", i,
+      MODDIT_CHECK(j[key][i].is_object(), path_, ": not a moddit report: '", key, "[", i,
                    "]' is not an object");
       out.push_back(j[key][i]);
     }
