@@ -79,7 +79,6 @@ free_kb="$(df -Pk "$parent" | awk 'NR == 2 { print $4 }')"
 
 times=()      # "<seconds>  <stage>" of the stages done
 root=""
-mounts=()     # mount points, in the order mounted
 child=""      # the chroot's process (a session leader: its id is its group's id)
 stage_name="setup"
 
@@ -87,14 +86,13 @@ mounts_under() {  # mount points at or below $1, deepest first
   awk -v r="$1" '$5 == r || index($5, r "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r
 }
 
-kill_root_processes() {
-  local sig pid p left
-  [ -n "$child" ] && kill -TERM -- "-$child" 2>/dev/null || true
+kill_root_processes() {  # kill_root_processes <root>: every process whose / is <root>
+  local r="$1" sig pid p left
   for sig in TERM KILL; do
     left=0
     for p in /proc/[0-9]*; do
       pid="${p#/proc/}"
-      [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] || continue
+      [ "$(readlink "$p/root" 2>/dev/null)" = "$r" ] || continue
       kill "-$sig" "$pid" 2>/dev/null || true
       left=1
     done
@@ -103,29 +101,38 @@ kill_root_processes() {
   done
 }
 
+# undo_root <root> <keep>: ends the processes inside <root>, undoes every mount
+# under it (deepest first: the bind of /dev, /proc, /sys, the caches, and any
+# that debootstrap left), then removes it unless <keep> is 1. Fails, keeping
+# the root, if a mount stays.
+undo_root() {
+  local r="$1" keep="$2" m left
+  kill_root_processes "$r"
+  for m in $(mounts_under "$r"); do
+    umount "$m" 2>/dev/null || { sleep 2; umount "$m" 2>/dev/null; } ||
+      { say "'$m' is busy; detaching it (umount -l)"; umount -l "$m"; }
+  done
+  left="$(mounts_under "$r")"
+  if [ -n "$left" ]; then
+    echo "fresh-root: FAILED to undo these mounts (the root $r is kept): $(echo $left)" >&2
+    return 1
+  fi
+  rm -f "$r.debootstrap.log"
+  if [ "$keep" = 1 ]; then
+    say "root kept at $r (every mount undone)"
+    echo kept >"$r.owner"
+  else
+    rm -rf --one-file-system "$r" && rm -f "$r.owner"
+  fi
+}
+
 cleanup() {
-  local rc=$? m i left
+  local rc=$?
   trap - EXIT INT TERM HUP
   set +e
+  [ -n "$child" ] && kill -TERM -- "-$child" 2>/dev/null
   if [ -n "$root" ]; then
-    kill_root_processes
-    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
-      m="${mounts[i]}"
-      umount -R "$m" 2>/dev/null || { sleep 2; umount -R "$m" 2>/dev/null; } ||
-        { say "'$m' is busy; detaching it (umount -l)"; umount -R -l "$m"; }
-    done
-    # debootstrap mounts inside the root on its own; it unmounts on exit, but a
-    # kill can leave them.
-    for m in $(mounts_under "$root"); do umount -l "$m" 2>/dev/null; done
-    left="$(mounts_under "$root")"
-    if [ -n "$left" ]; then
-      echo "fresh-root: FAILED to undo these mounts (the root $root is kept): $(echo $left)" >&2
-      rc=1
-    elif [ "${FRESH_ROOT_KEEP:-0}" = 1 ]; then
-      say "root kept at $root (every mount undone)"
-    else
-      rm -rf --one-file-system "$root"
-    fi
+    undo_root "$root" "${FRESH_ROOT_KEEP:-0}" || rc=1
   fi
   if ((rc != 0)); then
     ((${#times[@]} == 0)) || { say "stages done before the failure:"; printf '  %s\n' "${times[@]}"; }
@@ -136,12 +143,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT TERM HUP
 
+# A run killed outright (SIGKILL: no trap runs) leaves its root mounted, with
+# its build perhaps still running: its owner file names a process that is gone.
+for old in "$parent"/moddit-fresh-root.*; do
+  [ -d "$old" ] || continue
+  owner="$(cat "$old.owner" 2>/dev/null || true)"
+  [ "$owner" = kept ] && continue
+  if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then continue; fi
+  say "undoing $old, left by a run that was killed"
+  undo_root "$old" 0 || die "could not undo the mounts of $old (left by a killed run)"
+done
+
 do_mount() {  # do_mount <target> <mount arguments...>
   local target="$1"
   shift
   mkdir -p "$target"
   mount "$@" "$target" || die "mount $* $target"
-  mounts+=("$target")
 }
 
 # ---- stages --------------------------------------------------------------------
@@ -188,9 +205,8 @@ make_root() {
     fi
     say "debootstrap failed (attempt $attempt of 3); its log ends with:"
     tail -n 15 "$parent/$(basename "$root").debootstrap.log" | sed 's/^/    /'
-    for m in $(mounts_under "$root"); do umount -l "$m" 2>/dev/null || true; done
-    [ -z "$(mounts_under "$root")" ] || die "debootstrap left mounts under $root"
-    rm -rf --one-file-system "$root" && mkdir -p "$root"
+    undo_root "$root" 0 || die "debootstrap left mounts under $root"
+    mkdir -p "$root" && chmod 755 "$root" && echo $$ >"$root.owner"
     ((attempt < 3)) && sleep $((attempt * 20))
   done
   rm -f "$parent/$(basename "$root").debootstrap.log"
@@ -245,6 +261,7 @@ say "Debian $suite from $mirror; commit $commit; $(nproc) cores; cache ${cache:-
 stage "debootstrap (installed on this machine when missing)" install_debootstrap
 root="$(realpath "$(mktemp -d "$parent/moddit-fresh-root.XXXXXX")")"
 chmod 755 "$root"  # a machine's / (mktemp makes 0700, which locks apt's _apt user out)
+echo $$ >"$root.owner"
 stage "debootstrap --variant=minbase $suite into $root" make_root
 stage "configure the root, copy the repository, mount /proc /sys /dev" configure_root
 stage "README build command: ${readme_cmds[0]}" in_root "${readme_cmds[0]}"
