@@ -79,7 +79,7 @@ free_kb="$(df -Pk "$parent" | awk 'NR == 2 { print $4 }')"
 
 times=()      # "<seconds>  <stage>" of the stages done
 root=""
-child=""      # the chroot's process (a session leader: its id is its group's id)
+child=""      # the long command now running (a session leader: its id is its group's id)
 stage_name="setup"
 
 mounts_under() {  # mount points at or below $1, deepest first
@@ -184,6 +184,25 @@ retry() {  # retry <what> command...: 3 attempts, a pause between them
   die "$what failed after 3 attempts"
 }
 
+# in_session [--log FILE] <command...>: runs it in a session of its own (its
+# output to FILE) and waits for it. Bash runs a trap only once its foreground
+# command has ended; a command waited for in the background lets an
+# interruption stop it at once (the trap ends its whole group).
+in_session() {
+  if [ "$1" = --log ]; then
+    local log="$2"
+    shift 2
+    setsid "$@" >"$log" 2>&1 &
+  else
+    setsid "$@" &
+  fi
+  child=$!
+  local rc=0
+  wait "$child" || rc=$?
+  child=""
+  return "$rc"
+}
+
 install_debootstrap() {
   command -v debootstrap >/dev/null && return 0
   export DEBIAN_FRONTEND=noninteractive
@@ -199,17 +218,17 @@ make_root() {
   fi
   local attempt
   for attempt in 1 2 3; do
-    if debootstrap "${args[@]}" "$suite" "$root" "$mirror" >"$parent/$(basename "$root").debootstrap.log" 2>&1; then
-      rm -f "$parent/$(basename "$root").debootstrap.log"
+    if in_session --log "$root.debootstrap.log" debootstrap "${args[@]}" "$suite" "$root" "$mirror"; then
+      rm -f "$root.debootstrap.log"
       return 0
     fi
     say "debootstrap failed (attempt $attempt of 3); its log ends with:"
-    tail -n 15 "$parent/$(basename "$root").debootstrap.log" | sed 's/^/    /'
+    tail -n 15 "$root.debootstrap.log" | sed 's/^/    /'
     undo_root "$root" 0 || die "debootstrap left mounts under $root"
     mkdir -p "$root" && chmod 755 "$root" && echo $$ >"$root.owner"
     ((attempt < 3)) && sleep $((attempt * 20))
   done
-  rm -f "$parent/$(basename "$root").debootstrap.log"
+  rm -f "$root.debootstrap.log"
   die "debootstrap of Debian $suite from $mirror failed after 3 attempts"
 }
 
@@ -247,13 +266,10 @@ configure_root() {
 }
 
 in_root() {  # in_root "<shell command>": runs it in the root, in /root/moddit
-  setsid chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/root LANG=C.UTF-8 TERM=dumb DEBIAN_FRONTEND=noninteractive MODDIT_JOBS="$jobs" \
-    /bin/bash -c "set -e; cd /root/moddit; $1" &
-  child=$!
   local rc=0
-  wait "$child" || rc=$?
-  child=""
+  in_session chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/root LANG=C.UTF-8 TERM=dumb DEBIAN_FRONTEND=noninteractive MODDIT_JOBS="$jobs" \
+    /bin/bash -c "set -e; cd /root/moddit; $1" || rc=$?
   ((rc == 0)) || die "'$1' exited with status $rc inside the fresh root"
 }
 
