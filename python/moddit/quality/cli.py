@@ -73,6 +73,9 @@ def summary_lines(results: dict) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    import time
+
+    started = time.perf_counter()   # the budget includes importing torch and diffusers
     args = parser().parse_args(argv)
     if args.print_summary:
         with open(args.print_summary) as f:
@@ -80,7 +83,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     from .run import Settings, evaluate, smoke_settings
 
-    kw = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])}
+    kw = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "started": started}
     for name in ("device", "pairs", "steps", "densities", "extra_densities", "sweep_warmups",
                  "calib_pairs", "calib_steps", "shadow_items", "scratch"):
         value = getattr(args, name)

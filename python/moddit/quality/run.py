@@ -73,6 +73,7 @@ class Settings:
     command: str = ""
     scratch: str = "/tmp"                   # the calibration trajectory (not kept)
     cpu_threads: int = 0                    # torch and moddit CPU threads (0: leave as is)
+    started: float = 0.0                    # time.perf_counter() the budget counts from (0: now)
 
 
 def smoke_settings(model: str, out_dir: str, **kw) -> Settings:
@@ -135,7 +136,7 @@ def _git_commit() -> Optional[str]:
 class Evaluation:
     def __init__(self, s: Settings):
         self.s = s
-        self.t0 = time.perf_counter()
+        self.t0 = s.started or time.perf_counter()
         os.makedirs(s.out_dir, exist_ok=True)
         self.log = Log(os.path.join(s.out_dir, "quality_log.txt"), self.t0)
         self.results_path = os.path.join(s.out_dir, "quality_results.json")
