@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -17,9 +16,11 @@
 
 #include "bench_overhead.hpp"
 #include "commands.hpp"
+#include "io/atomic_file.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/block_layout.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 #include "moddit/token_layout.hpp"
 
 namespace moddit::cli {
@@ -178,6 +179,22 @@ std::vector<double> median_ms(Backend& be, const std::vector<AttentionCall>& cal
 }
 
 void run_bench(const Options& o) {
+  check_range(o.iters, 1, 1000, "--iters");
+  check_range(o.overhead_opts.layers, 1, kMaxLayers, "--overhead-layers");
+  std::vector<double> densities;
+  for (const std::string& d : split(o.densities)) {
+    size_t used = 0;
+    double x = std::nan("");
+    try {
+      x = std::stod(d, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    MODDIT_CHECK(used == d.size() && x > 0.0 && x <= 1.0, "--densities: '", d,
+                 "' is not a density in (0, 1]");
+    densities.push_back(x);
+  }
+  if (!o.json.empty()) check_output_file(o.json);  // before the sweep, not after it
   const bool gpu = cuda_available();
   MODDIT_CHECK(gpu || o.overhead, "bench: the kernel sweep needs the CUDA backend and a GPU (",
                "moddit was built without CUDA or no device is present)");
@@ -230,8 +247,7 @@ void run_bench(const Options& o) {
     call.block_size = o.block_size;
     call.lse = static_cast<float*>(lse.get());
 
-    for (const std::string& dstr : split(o.densities)) {
-      const double density = std::stod(dstr);
+    for (const double density : densities) {
       for (const std::string& kind : split(o.layouts)) {
         BlockLayout layout;
         const BlockLayout* lp = nullptr;
@@ -269,15 +285,8 @@ void run_bench(const Options& o) {
   }
   js << "\n]\n";
   if (o.overhead) print_moddit_overhead(o.overhead_opts, be.get());
-  if (!o.json.empty()) {
-    const std::string tmp = o.json + ".tmp";
-    {
-      std::ofstream f(tmp);
-      MODDIT_CHECK(f.good(), "bench: cannot write ", tmp);
-      f << "{\"device\": \"" << be->name() << "\", \"results\": " << js.str() << "}\n";
-    }
-    MODDIT_CHECK(std::rename(tmp.c_str(), o.json.c_str()) == 0, "bench: cannot rename ", tmp);
-  }
+  if (!o.json.empty())  // every write checked, atomically (io/atomic_file.hpp)
+    write_file_atomic(o.json, "{\"device\": \"" + be->name() + "\", \"results\": " + js.str() + "}\n");
 }
 
 void setup(CLI::App& app) {

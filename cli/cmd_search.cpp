@@ -3,12 +3,15 @@
 // and prints the share of heads per mode for every layer.
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "commands.hpp"
+#include "io/atomic_file.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
 #include "moddit/eval.hpp"
+#include "moddit/size_limits.hpp"
 #include "moddit/sparse_vdit.hpp"
 #include "moddit/trajectory.hpp"
 #include "progress.hpp"
@@ -22,7 +25,7 @@ struct SearchOptions {
   std::string out = "sparse_vdit.json";
   VditSearchOptions search;
   std::string modes = "skip,diagonal,multi_diagonal,vertical_stripe";
-  double target_density = 0.0;
+  std::optional<double> target_density;  // left out: --lambda / --eps decide
   int first_item = 0;
   int threads = 0;
   bool quiet = false;
@@ -46,6 +49,12 @@ std::unique_ptr<TrajectorySource> synthetic_source(const std::string& settings) 
 }
 
 void run_search(const SearchOptions& o) {
+  // Every value and the output path before any trajectory is opened or generated.
+  MODDIT_CHECK(!o.target_density || (*o.target_density > 0.0 && *o.target_density <= 1.0),
+               "--target-density must be in (0, 1], got ", *o.target_density);
+  MODDIT_CHECK(o.first_item >= 0, "--first-item must be >= 0, got ", o.first_item);
+  check_thread_count(o.threads, "--threads");
+  check_output_file(o.out);
   VditSearchOptions search = o.search;
   search.modes.clear();
   for (const std::string& m : split(o.modes, ',')) search.modes.push_back(vdit_mode_from_string(m));
@@ -74,9 +83,8 @@ void run_search(const SearchOptions& o) {
   bar.finish();
   for (size_t i = 0; i < o.trajectories.size(); ++i)  // files first: name them in the config
     table.calibration[i] = o.trajectories[i] + ": " + table.calibration[i];
-  const VditConfig config = o.target_density > 0
-                                ? decide_vdit_for_density(table, o.target_density)
-                                : decide_vdit(table, search.lambda, search.eps);
+  const VditConfig config = o.target_density ? decide_vdit_for_density(table, *o.target_density)
+                                             : decide_vdit(table, search.lambda, search.eps);
   save_vdit_config(config, o.out);
   std::printf("Sparse-vDiT search: %zu step(s) x %d layer(s) x %d head(s), lambda %.4g, eps %.4g\n",
               config.steps.size(), config.shape.num_layers, config.shape.num_heads,
@@ -131,7 +139,8 @@ void setup(CLI::App& app) {
   cmd->add_option("--first-step", o->search.first_step,
                   "steps before this are not searched (they stay full)")
       ->capture_default_str();
-  cmd->add_option("--threads", o->threads, "CPU threads (0 = all)")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "CPU threads (0 = all hardware threads)")
+      ->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "no progress bar");
   cmd->callback([o] { run_search(*o); });
 }

@@ -6,6 +6,7 @@
 
 #include "moddit/config.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 #include "progress.hpp"
 
 namespace moddit::cli {
@@ -45,27 +46,46 @@ void add_eval_options(CLI::App& cmd, EvalOptions& o) {
   cmd.add_option("--refresh", o.refresh, "MOD-DiT refresh mode: masked or dense");
   cmd.add_option("--out", o.out, "report directory (report.json and PNG pictures)")
       ->capture_default_str();
-  cmd.add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
+  cmd.add_option("--threads", o.threads, "CPU threads (0 = all hardware threads)")
+      ->capture_default_str();
   cmd.add_option("--first-step", o.first_step,
                  "first step run (default warmup - 2: earlier steps are dense for every policy)");
-  cmd.add_option("--max-layers", o.max_layers, "run only the first N recorded layers (0 = all)");
+  cmd.add_option("--max-layers", o.max_layers, "run only the first N recorded layers (0 = all)")
+      ->capture_default_str();
   cmd.add_option("--snapshot-heads", o.snapshot_heads,
                  "comma list of heads pictured (default 0,1,2,3)");
   cmd.add_flag("--quiet,-q", o.quiet, "no progress bar");
 }
 
 EvalSettings make_eval_settings(const EvalOptions& o) {
+  // Every value given is checked here, naming its flag, before any file is read.
+  MODDIT_CHECK(o.density > 0.0 && o.density <= 1.0, "--density must be in (0, 1], got ",
+               o.density);
+  MODDIT_CHECK(!o.eta || (std::isfinite(*o.eta) && *o.eta > 0.0), "--eta must be > 0, got ",
+               *o.eta);
+  MODDIT_CHECK(!o.top_k || *o.top_k >= 0, "--top-k must be >= 0 (0 = from --density), got ",
+               *o.top_k);
+  MODDIT_CHECK(!o.warmup_steps || *o.warmup_steps >= 2,
+               "--warmup must be >= 2 (MOD-DiT records its two references at m-2 and m-1), got ",
+               *o.warmup_steps);
+  MODDIT_CHECK(!o.interval || *o.interval >= 1, "--interval must be >= 1, got ", *o.interval);
+  MODDIT_CHECK(!o.block_size || *o.block_size == 64 || *o.block_size == 128,
+               "--block-size must be 64 or 128, got ", *o.block_size);
+  MODDIT_CHECK(!o.first_step || *o.first_step >= 0, "--first-step must be >= 0, got ",
+               *o.first_step);
+  MODDIT_CHECK(o.max_layers >= 0, "--max-layers must be >= 0 (0 = all), got ", o.max_layers);
+  check_thread_count(o.threads, "--threads");
+  check_report_dir(o.out);  // before the run, not after it
+
   EvalSettings s;
   s.vdit_config = o.vdit_config;
   ModditConfig c = o.config_path.empty() ? ModditConfig{} : load_moddit_config(o.config_path);
-  if (!std::isnan(o.eta)) c.eta = o.eta;
-  if (o.top_k >= 0) c.top_k = o.top_k;
-  if (o.warmup_steps >= 0) c.warmup_steps = o.warmup_steps;
-  if (o.interval >= 0) c.interval = o.interval;
-  if (o.block_size >= 0) c.block_size = o.block_size;
+  if (o.eta) c.eta = *o.eta;
+  if (o.top_k) c.top_k = *o.top_k;
+  if (o.warmup_steps) c.warmup_steps = *o.warmup_steps;
+  if (o.interval) c.interval = *o.interval;
+  if (o.block_size) c.block_size = *o.block_size;
   if (!o.refresh.empty()) c.refresh = o.refresh;
-  MODDIT_CHECK(o.density > 0.0 && o.density <= 1.0, "--density must be in (0, 1], got ",
-               o.density);
   c.target_density = o.density;
   std::string policies = o.policies;
   const std::vector<std::string> lambdas = split_list(o.ridge_lambda);
@@ -96,16 +116,21 @@ EvalSettings make_eval_settings(const EvalOptions& o) {
   s.target_density = o.density;
   s.policies = parse_policy_list(policies, c, o.density);
   s.threads = o.threads;
-  s.first_step = o.first_step;
+  s.first_step = o.first_step.value_or(-1);
   s.max_layers = o.max_layers;
   if (!o.snapshot_heads.empty()) {
     s.snapshot_heads.clear();
     for (const std::string& h : split_list(o.snapshot_heads)) {
+      int head = -1;
+      size_t used = 0;
       try {
-        s.snapshot_heads.push_back(std::stoi(h));
+        head = std::stoi(h, &used);
       } catch (const std::exception&) {
-        throw Error("--snapshot-heads: '" + h + "' is not a head index");
+        used = 0;
       }
+      MODDIT_CHECK(used == h.size() && !h.empty() && head >= 0, "--snapshot-heads: '", h,
+                   "' is not a head index (>= 0)");
+      s.snapshot_heads.push_back(head);
     }
   }
   return s;

@@ -3,8 +3,8 @@
 // overrides, output directory), and the common run-and-report step.
 #include <CLI/CLI.hpp>
 
-#include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "moddit/eval.hpp"
@@ -12,6 +12,8 @@
 
 namespace moddit::cli {
 
+// A flag left out is an empty optional: the default then comes from the config
+// (or the evaluation); no value given on the command line means "default".
 struct EvalOptions {
   std::string out;
   std::string policies;
@@ -19,12 +21,11 @@ struct EvalOptions {
   std::string config_path;
   std::string vdit_config;  // sparse_vdit: config from `moddit search`
   std::string ridge_lambda;  // one value, or a comma list: a MOD-DiT per value (a sweep)
-  double eta = std::nan("");  // NaN: from the config
-  int top_k = -1;
-  int warmup_steps = -1, interval = -1, block_size = -1;
+  std::optional<double> eta;
+  std::optional<int> top_k, warmup_steps, interval, block_size;
   std::string refresh;
   int threads = 0;
-  int first_step = -1;
+  std::optional<int> first_step;
   int max_layers = 0;
   std::string snapshot_heads;
   bool quiet = false;

@@ -3,10 +3,21 @@
 // CUDA alike). No framework types: pointers, sizes, strides. Pointers live on
 // the backend's device. Built and validated by prepare_params() (backend.hpp).
 #include <cstdint>
+#include <string>
 
 #include "moddit/tensor.hpp"
 
 namespace moddit {
+
+// How a call computes its two products. Exact: in the tensors' dtype with fp32
+// accumulation (bf16/f16 operands on the GPU, fp32 on the CPU). FP8: Q, K, V and
+// P quantized to e4m3 by the rules of include/moddit/fp8.hpp, fp32
+// accumulation: on Hopper (sm_90a, 128-token blocks) the FP8 tensor cores, on
+// the CPU backend an emulation of the same quantization (for evaluation and
+// tests); other GPUs refuse it.
+enum class Precision : int32_t { Exact = 0, FP8 = 1 };
+const char* to_string(Precision);
+Precision precision_from_string(const std::string&);  // "exact" | "fp8"; throws otherwise
 
 struct AttentionParams {
   // Q, K, V, O: logical [B, N, H, D], element strides per axis (D stride is 1).
@@ -24,6 +35,7 @@ struct AttentionParams {
   int num_heads = 0;
   int head_dim = 0;
   float softmax_scale = 0.f;  // usually 1/sqrt(D)
+  Precision precision = Precision::Exact;
 
   // Block tiling: block b covers tokens [block_starts[b], block_starts[b+1]).
   const int32_t* block_starts = nullptr;

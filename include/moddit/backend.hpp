@@ -55,6 +55,7 @@ struct AttentionCall {
   // layout). No map counts or device layout on a chunk.
   bool chunk = false;  // false: the whole sequence (q_begin, k_begin unused)
   int64_t q_begin = 0, k_begin = 0;
+  Precision precision = Precision::Exact;       // attention_params.hpp
 };
 
 // Backends are made by make_*_backend as shared objects; a device policy keeps
@@ -90,6 +91,9 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual void* stream() const { return nullptr; }
   // The device ordinal of a GPU backend (0 on the CPU).
   virtual int device_index() const { return 0; }
+  // Whether calls of this precision can run here (FP8 on a GPU also needs
+  // 128-token blocks, checked per call).
+  virtual bool supports(Precision precision) const { return precision == Precision::Exact; }
 };
 
 // Validates a call against the token layout and fills the plain parameter struct
@@ -102,9 +106,16 @@ void check_same_as_q(const TensorView& q, const TensorView& t, const char* name)
 
 // Throws moddit::Error unless `layout` is valid and covers the call described by
 // `params` (batch, selected heads, query blocks; on a chunk, key blocks that meet
-// the key range only). prepare_params() runs it; a backend that caches layouts
-// runs it once per distinct layout and chunk instead.
+// the key range only): validate() (the content, linear in the layout) plus
+// check_layout_shape(). prepare_params() runs it; a backend that caches layouts
+// runs validate() once per distinct layout and check_layout_shape() on every call.
 void validate_layout_for(const BlockLayout& layout, const AttentionParams& params);
+// The shape part alone, constant time: the layout's batch, heads and blocks are
+// this call's, and its arrays have the sizes those imply (on a chunk call also
+// that it lists only key blocks meeting the chunk: linear). A backend that caches
+// layouts by content runs this on every call (the same layout object may come
+// with another batch) and validate() once per distinct content.
+void check_layout_shape(const BlockLayout& layout, const AttentionParams& params);
 
 
 // A host copy of a device layout (inspection, tests, benchmarks). Waits for the

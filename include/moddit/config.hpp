@@ -22,6 +22,11 @@ struct ModditConfig {
   // backend's GPU when it has one; false keeps it on the host. ridge_lambda = 0
   // (the pseudo-inverse reference) always runs on the host.
   bool device_step = true;
+  // Precision (attention_params.hpp) of the record, sparse and refresh calls
+  // (their map passes included), and of the plain dense calls (the warm-up
+  // steps before the first record, dense_layers): "exact" or "fp8".
+  std::string precision = "exact";
+  std::string warmup_precision = "exact";
 
   // Throws moddit::Error naming the offending key.
   void validate() const;

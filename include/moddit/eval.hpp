@@ -152,9 +152,16 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
 // policy label), "timing", "pictures", "notes".
 std::string eval_report_json(const EvalResult& result);
 
-// Writes report.json and the PNG pictures into `dir` (created if missing), every
-// file atomically. Returns the paths written, report.json first.
+// Writes report.json and the PNG pictures into `dir` (created if missing),
+// replacing its contents as one unit: the files are written into a staging
+// directory that then takes its place, so a failure or a kill leaves the old
+// report as it was. An existing `dir` may hold only report.json and *.png
+// files (anything else is refused, named, and left alone); a symlink to a
+// directory is written through. Returns the paths written, report.json first.
 std::vector<std::string> write_eval_report(const EvalResult& result, const std::string& dir);
+// The checks of write_eval_report() without writing anything: run before an
+// evaluation so that a bad report directory fails before the work, not after.
+void check_report_dir(const std::string& dir);
 
 // What the pictures show (the PNGs carry no text): panel order of the block maps
 // and the colour of each policy in the plots, for the terminal.
@@ -166,6 +173,10 @@ std::string format_eval_table(const EvalResult& result);
 // A human-readable summary of a trajectory file (metadata, steps, layers, tensor
 // shapes and dtypes, token layout) or of a report.json (settings and the policy
 // table). Throws moddit::Error naming the file when it is neither.
+// Only a regular file is opened (a FIFO or device is refused at once).
 std::string inspect_file(const std::string& path);
+// The report part of inspect_file() on a report's text (a plain function of the
+// text, fuzzed in CI); `name` stands for the path in errors.
+std::string inspect_report_text(const std::string& text, const std::string& name);
 
 }  // namespace moddit

@@ -2,6 +2,7 @@
 // An owning host tensor [B, N, H, D], contiguous in NHD order. Used by the CPU
 // path, the trajectory I/O and the tests; kernels only ever see TensorViews.
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "moddit/tensor.hpp"
@@ -23,5 +24,13 @@ struct HostTensor {
   // A copy converted to another dtype.
   HostTensor to(DType dtype) const;
 };
+
+// Index (row-major [B, N, H, D]) of the first NaN or Inf in `t`, or -1 when every
+// value is finite. Inputs are checked with it where they are read: a NaN would
+// otherwise make a norm NaN and a comparison on it fall through to "perfect".
+int64_t find_non_finite(const HostTensor& t);
+// Throws moddit::Error "<what>: non-finite value (NaN) at [b, n, h, d]" unless
+// every value of `t` is finite.
+void check_finite(const HostTensor& t, const std::string& what);
 
 }  // namespace moddit

@@ -5,7 +5,10 @@
 // On a Session with the CUDA backend the whole step runs on the GPU (state,
 // fusion, fit, prediction, masks and layout; no host round trip per call) unless
 // config.device_step is false; elsewhere it runs on the host. Both give the same
-// masks for the same maps (tests/gpu/test_cuda_moddit_step.cpp).
+// masks for the same maps (tests/gpu/test_cuda_moddit_step.cpp). GPU state stays
+// bound to the backend it was made on: a call through another backend (another
+// device or instance) is refused; use one policy per backend. The map threshold
+// is config.eta (the plans carry it: Plan::map_eta).
 #include <cstdint>
 #include <memory>
 #include <vector>

@@ -45,9 +45,16 @@ struct Plan {
   CallKind kind = CallKind::Dense;
   std::vector<HeadGroup> groups;  // heads in no group are skipped: output zeros, no launch
   bool record_map = false;        // the backend writes map counts for observe()
+  // The map's threshold (a pair counts when its probability P < map_eta, paper
+  // Eq. 2), chosen by the policy that asks for the map: ModditPolicy sets its
+  // ModditConfig::eta. The default is MOD-DiT's default eta.
+  float map_eta = 1e-4f;
   // observe() gets the counts where the backend wrote them (device memory, in
   // stream order, no host copy and no wait) instead of a host copy.
   bool map_on_device = false;
+  // The precision of every launch of the plan (attention_params.hpp); unset:
+  // the Session's SessionOptions::precision.
+  std::optional<Precision> precision;
 };
 
 class Policy {
@@ -59,8 +66,8 @@ class Policy {
   // block was not computed, in host memory (device memory when
   // plan.map_on_device); null unless plan.record_map.
   virtual void observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) {}
-  // True when plan(call) would run every head densely, record no map and change
-  // no state: a caller may then run its own dense attention instead (the
+  // True when plan(call) would run every head densely and exactly, record no
+  // map and change no state: a caller may then run its own dense attention instead (the
   // diffusers adapter runs the model's SDPA, i.e. cuDNN or FlashAttention, for
   // MOD-DiT's warm-up steps). False unless a policy knows better.
   virtual bool plain_dense(const CallInfo& call) const { return false; }
@@ -68,5 +75,13 @@ class Policy {
 
 // A plan that runs every head densely in one launch.
 Plan dense_plan(int num_heads, bool record_map = false);
+
+// Every head dense on every call, in one launch: the reference (the evaluation's
+// "dense" policy, the Python module's DensePolicy).
+class DensePolicy : public Policy {
+ public:
+  std::string name() const override { return "dense"; }
+  Plan plan(const CallInfo& call) override { return dense_plan(call.num_heads); }
+};
 
 }  // namespace moddit

@@ -19,7 +19,11 @@ struct SessionOptions {
   int num_heads = 1;
   int head_dim = 128;
   int block_size = 128;
-  float eta = 1e-4f;
+  // No eta here: the map's threshold is the policy's (Plan::map_eta; MOD-DiT's is
+  // ModditConfig::eta), so that it has one source.
+  // The precision of calls whose policy leaves it open (Plan::precision unset:
+  // dense, sparse_vdit); MOD-DiT takes its config's precision / warmup_precision.
+  Precision precision = Precision::Exact;
   // Wait for the backend after every call so that CallRecord::seconds is the
   // call's run time. Off: on a GPU backend `seconds` is the time to queue the work
   // (the CPU backend is synchronous either way).

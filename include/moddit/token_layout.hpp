@@ -42,7 +42,9 @@ struct TokenLayout {
   int64_t pad_begin() const { return text_begin() + text_valid; }
   int64_t pad_end() const { return text_begin() + text_tokens; }
 
-  // Throws moddit::Error naming the inconsistent field.
+  // Throws moddit::Error naming the inconsistent field, or a token count that
+  // overflows or exceeds kMaxTokens (size_limits.hpp). The accessors above
+  // compute their products unchecked: validate first.
   void validate() const;
   std::string describe() const;
 };

@@ -30,8 +30,14 @@ class TrajectorySource {
   virtual void load(int step, int layer, HostTensor& q, HostTensor& k, HostTensor& v) = 0;
 };
 
-// Opens and validates a trajectory file (every error names the file and the problem).
+// Opens and validates a trajectory file (every error names the file and the
+// problem); only a regular file is opened. load() refuses a tensor holding NaN
+// or Inf, naming it.
 std::unique_ptr<TrajectorySource> open_trajectory(const std::string& path);
+// The same over a whole file's bytes in memory (`name` stands for the path in
+// errors): a plain function of the bytes, for tests and fuzzing.
+std::unique_ptr<TrajectorySource> open_trajectory_bytes(std::shared_ptr<const std::string> bytes,
+                                                        const std::string& name);
 
 // Writes every (step, layer) of `source` to `path` atomically (temp file + rename),
 // converting to `dtype`. `progress` (may be null) is called with (done, total).
@@ -52,6 +58,9 @@ struct SyntheticSpec {
   int head_dim = 64;
   int batch = 1;
   unsigned seed = 42;
+  // Throws moddit::Error naming a setting out of its range (with the reason),
+  // before anything is generated or allocated. make_synthetic() runs it.
+  void validate() const;
   std::string describe() const;  // goes into TrajectoryInfo::source
 };
 std::unique_ptr<TrajectorySource> make_synthetic(const SyntheticSpec& spec);

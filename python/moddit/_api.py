@@ -16,9 +16,15 @@ _cpu_threads = 0
 
 
 def set_cpu_threads(threads: int) -> None:
-    """Threads of the CPU backend created from now on (0 = all hardware threads)."""
+    """Threads of the CPU backend created from now on (0 = all hardware threads).
+    Raises moddit.Error for a negative or unusable count (checked here, not when
+    the backend is made)."""
     global _cpu_threads
-    _cpu_threads = int(threads)
+    threads = int(threads)
+    if not -2**62 < threads < 2**62:
+        raise _C.Error(f"set_cpu_threads: {threads} threads is not a usable thread count")
+    _C.check_cpu_threads(threads)
+    _cpu_threads = threads
     with _backends_lock:
         _backends.pop(("cpu", 0), None)
 
@@ -54,7 +60,8 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
               out: Any = None, block_size: int = 128, scale: Optional[float] = None,
               return_lse: bool = False, return_map: bool = False, eta: float = 1e-4,
               qkv_layout: str = "NHD", backend: Any = None, stream: Optional[int] = None,
-              q_begin: Optional[int] = None, k_begin: Optional[int] = None):
+              q_begin: Optional[int] = None, k_begin: Optional[int] = None,
+              precision: str = "exact"):
     """Attention over q, k, v of shape [B, N, H, D] (qkv_layout='NHD', diffusers
     and flash layout) or [B, H, N, D] ('HND'), any strides with a unit D stride,
     in any DLPack framework (PyTorch, NumPy, CuPy, JAX), on CPU or CUDA, without
@@ -69,6 +76,10 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
     q_begin + len(q)) of the sequence `tokens` describes, k and v the key tokens
     [k_begin, k_begin + len(k)); `layout` is then slice_layout() of a
     whole-sequence layout for that chunk pair (no map on a chunk).
+
+    precision: "exact" (the tensors' dtype, fp32 accumulation) or "fp8" (Q, K, V
+    and P in e4m3 with per-token/block/channel scales, fp32 accumulation: the
+    FP8 tensor cores on Hopper with 128-token blocks, an emulation on the CPU).
     """
     n_axis = _check_layout(qkv_layout)
     q, k, v = fw.as_input(q), fw.as_input(k), fw.as_input(v)
@@ -91,7 +102,7 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
     _C.attention(backend, q, k, v, out, tokens, block_size, float(scale or 0.0), layout,
                  None if heads is None else [int(h) for h in heads], lse, counts, float(eta),
                  qkv_layout, int(stream), None if q_begin is None else int(q_begin),
-                 None if k_begin is None else int(k_begin))
+                 None if k_begin is None else int(k_begin), str(precision))
     if not (return_lse or return_map):
         return out
     result = [out]
@@ -172,29 +183,51 @@ class Session:
     Q/K/V, asks its policy what to run and writes the output.
 
     Session(tokens, policy='moddit', device='cpu', num_steps=50, num_layers=...,
-    num_heads=..., head_dim=..., block_size=128, eta=1e-4, config=None, **config_kw)
+    num_heads=..., head_dim=..., block_size=128, eta=None, precision=None,
+    warmup_precision=None, config=None, **config_kw)
+
+    eta is MOD-DiT's map threshold and has one source, the policy's config
+    (ModditConfig.eta): `eta=` here is the config key, for 'moddit' only. A
+    Python policy sets Plan.map_eta on the plans that record the map.
+    precision ("exact" or "fp8"): with 'moddit' the config's `precision` (its
+    record, sparse and refresh calls), with the other policies every call;
+    warmup_precision: the config's `warmup_precision` (MOD-DiT's plain dense
+    calls; 'moddit' only). None keeps the config's (default "exact").
     """
 
     def __init__(self, tokens: _C.TokenLayout, policy: Union[str, _C.Policy] = "moddit", *,
                  device: Any = "cpu", num_steps: int = 50, num_layers: int = 1,
                  num_heads: int = 1, head_dim: int = 128, block_size: Optional[int] = None,
-                 eta: Optional[float] = None, config: Any = None, **config_kw: Any):
-        if isinstance(policy, str) and policy.lower().replace("-", "_") in ("moddit", "mod_dit"):
-            # One block size and eta for the Session and the MOD-DiT config.
+                 eta: Optional[float] = None, precision: Optional[str] = None,
+                 warmup_precision: Optional[str] = None, config: Any = None, **config_kw: Any):
+        is_moddit = isinstance(policy, str) and policy.lower().replace("-", "_") in (
+            "moddit", "mod_dit")
+        if is_moddit:
+            # One block size and precision for the Session and the MOD-DiT config;
+            # eta is the config's.
             if block_size is not None:
                 config_kw.setdefault("block_size", block_size)
             if eta is not None:
                 config_kw.setdefault("eta", eta)
+            if precision is not None:
+                config_kw.setdefault("precision", precision)
+            if warmup_precision is not None:
+                config_kw.setdefault("warmup_precision", warmup_precision)
+        else:
+            if warmup_precision is not None:
+                raise _C.Error("warmup_precision applies to the 'moddit' policy's dense warm-up "
+                               "calls; use precision= with other policies")
+            if eta is not None:
+                raise _C.Error("eta is MOD-DiT's map threshold (the config key 'eta' of the "
+                               "'moddit' policy); a Python policy sets Plan.map_eta, others "
+                               "record no map")
         pol = make_policy(policy, num_layers, num_heads, config, **config_kw)
-        if block_size is None or eta is None:
-            mc = pol.config if isinstance(pol, _C.ModditPolicy) else None
-            if block_size is None:
-                block_size = mc.block_size if mc is not None else (
-                    pol.config.block_size if isinstance(pol, _C.SparseVditPolicy) else 128)
-            if eta is None:
-                eta = mc.eta if mc is not None else 1e-4
+        if block_size is None:
+            block_size = (pol.config.block_size
+                          if isinstance(pol, (_C.ModditPolicy, _C.SparseVditPolicy)) else 128)
         opts = _C.SessionOptions(num_steps=num_steps, num_layers=num_layers, num_heads=num_heads,
-                                 head_dim=head_dim, block_size=block_size, eta=eta)
+                                 head_dim=head_dim, block_size=block_size,
+                                 precision="exact" if is_moddit or precision is None else precision)
         self.backend = device if isinstance(device, _C.Backend) else get_backend(device)
         self._s = _C.Session(tokens, opts, self.backend, pol)
         self.policy = pol

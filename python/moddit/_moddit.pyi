@@ -258,6 +258,11 @@ class Backend:
     @property
     def stream(self) -> int: ...
 
+    def supports(self, precision: str) -> bool:
+        """
+        Whether calls of this precision ("exact", "fp8") run here (the CPU emulates FP8; a GPU runs it on Hopper, with 128-token blocks).
+        """
+
     def __repr__(self) -> str: ...
 
 def cpu_backend(threads: int = 0) -> Backend:
@@ -268,7 +273,10 @@ def cuda_backend(device_index: int = 0) -> Backend:
 
 def cuda_available() -> bool: ...
 
-def attention(backend: Backend, q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: NDArray, tokens: TokenLayout, block_size: int = 128, softmax_scale: float = 0.0, layout: BlockLayout | None = None, heads: Sequence[int] | None = None, lse: NDArray | None = None, map_counts: NDArray | None = None, eta: float = 9.999999747378752e-05, qkv_layout: str = 'NHD', stream: int = 0, q_begin: int | None = None, k_begin: int | None = None) -> None:
+def check_cpu_threads(threads: int) -> None:
+    """Raises moddit.Error unless `threads` is a usable CPU thread count."""
+
+def attention(backend: Backend, q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: NDArray, tokens: TokenLayout, block_size: int = 128, softmax_scale: float = 0.0, layout: BlockLayout | None = None, heads: Sequence[int] | None = None, lse: NDArray | None = None, map_counts: NDArray | None = None, eta: float = 9.999999747378752e-05, qkv_layout: str = 'NHD', stream: int = 0, q_begin: int | None = None, k_begin: int | None = None, precision: str = 'exact') -> None:
     """
     Low-level: one attention call into preallocated outputs (see moddit.attention).
     """
@@ -361,6 +369,22 @@ class Plan:
 
     @record_map.setter
     def record_map(self, arg: bool, /) -> None: ...
+
+    @property
+    def precision(self) -> str | None:
+        """"exact", "fp8" or None (the Session's precision)."""
+
+    @precision.setter
+    def precision(self, value: str | None) -> None: ...
+
+    @property
+    def map_eta(self) -> float:
+        """
+        The map's threshold (P < map_eta) when record_map is set; default 1e-4.
+        """
+
+    @map_eta.setter
+    def map_eta(self, arg: float, /) -> None: ...
 
 def dense_plan(num_heads: int, record_map: bool = False) -> Plan: ...
 
@@ -457,6 +481,22 @@ class ModditConfig:
     @device_step.setter
     def device_step(self, arg: bool, /) -> None: ...
 
+    @property
+    def precision(self) -> str:
+        """
+        "exact" or "fp8": the record, sparse and refresh calls (map passes included).
+        """
+
+    @precision.setter
+    def precision(self, arg: str, /) -> None: ...
+
+    @property
+    def warmup_precision(self) -> str:
+        """"exact" or "fp8": the plain dense calls (warm-up steps, dense_layers)."""
+
+    @warmup_precision.setter
+    def warmup_precision(self, arg: str, /) -> None: ...
+
     def validate(self) -> None: ...
 
     def to_json(self) -> str: ...
@@ -514,7 +554,10 @@ class ModditPolicy(Policy):
         """Where the state lives (decided by the first record or sparse call)."""
 
 class SessionOptions:
-    def __init__(self, num_steps: int = 50, num_layers: int = 1, num_heads: int = 1, head_dim: int = 128, block_size: int = 128, eta: float = 9.999999747378752e-05) -> None: ...
+    def __init__(self, num_steps: int = 50, num_layers: int = 1, num_heads: int = 1, head_dim: int = 128, block_size: int = 128, precision: str = 'exact') -> None:
+        """
+        No eta: the map's threshold is the policy's (ModditConfig.eta, Plan.map_eta).
+        """
 
     @property
     def num_steps(self) -> int: ...
@@ -547,10 +590,13 @@ class SessionOptions:
     def block_size(self, arg: int, /) -> None: ...
 
     @property
-    def eta(self) -> float: ...
+    def precision(self) -> str:
+        """
+        "exact" or "fp8": calls whose policy leaves the precision open (dense, sparse_vdit); MOD-DiT follows its config's precision / warmup_precision.
+        """
 
-    @eta.setter
-    def eta(self, arg: float, /) -> None: ...
+    @precision.setter
+    def precision(self, arg: str, /) -> None: ...
 
 class CallRecord:
     """What one Session.attention call did."""
@@ -806,6 +852,30 @@ class TrajectorySource:
         """
         (q, k, v) as float32 NumPy arrays [B, N, H, D] (converted from the stored dtype).
         """
+
+class AtomicFile:
+    """
+    A file written atomically (io/atomic_file.hpp): write(), then commit().
+    """
+
+    def __init__(self, path: str) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    @property
+    def bytes_written(self) -> int: ...
+
+    @property
+    def path(self) -> str: ...
+
+def check_output_file(path: str) -> str:
+    """
+    Raises moddit.Error unless a file can be written at `path`; returns where it lands.
+    """
 
 def open_trajectory(path: str) -> TrajectorySource:
     """Opens and validates a trajectory file (safetensors, DESIGN.md 6)."""

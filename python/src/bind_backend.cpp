@@ -10,6 +10,7 @@
 
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 #include "py_common.hpp"
 
 namespace moddit::py {
@@ -22,7 +23,8 @@ void attention(Backend& backend, const AnyTensor& q, const AnyTensor& k, const A
                const std::optional<std::vector<int32_t>>& heads,
                const std::optional<AnyMutTensor>& lse, const std::optional<AnyMutTensor>& map_counts,
                float eta, const std::string& qkv_layout, uintptr_t stream,
-               std::optional<int64_t> q_begin, std::optional<int64_t> k_begin) {
+               std::optional<int64_t> q_begin, std::optional<int64_t> k_begin,
+               const std::string& precision) {
   const Layout lay = layout_from_string(qkv_layout);
   AttentionCall call;
   call.q = tensor_view(q, lay, "q");
@@ -40,6 +42,7 @@ void attention(Backend& backend, const AnyTensor& q, const AnyTensor& k, const A
   call.chunk = q_begin.has_value() || k_begin.has_value();  // a chunk call (ring attention)
   call.q_begin = q_begin.value_or(0);
   call.k_begin = k_begin.value_or(0);
+  call.precision = precision_from_string(precision);
   const DeviceRef dev{call.q.device, call.q.device_index};
   const int64_t B = call.q.batch(), H = call.q.heads(), N = call.q.seq_len();
   if (lse) call.lse = lse_buffer(*lse, {B, H, N}, dev);
@@ -68,6 +71,14 @@ void bind_backend(nb::module_& m) {
           nb::arg("stream"), "cudaStream_t as an integer (0 = legacy default stream).")
       .def_prop_ro("stream",
                    [](const Backend& b) { return reinterpret_cast<uintptr_t>(b.stream()); })
+      .def(
+          "supports",
+          [](const Backend& b, const std::string& precision) {
+            return b.supports(precision_from_string(precision));
+          },
+          nb::arg("precision"),
+          "Whether calls of this precision (\"exact\", \"fp8\") run here (the CPU emulates FP8; "
+          "a GPU runs it on Hopper, with 128-token blocks).")
       .def("__repr__", [](const Backend& b) { return "<moddit Backend " + b.name() + ">"; });
 
   m.def("cpu_backend", &make_cpu_backend, nb::arg("threads") = 0,
@@ -75,6 +86,9 @@ void bind_backend(nb::module_& m) {
   m.def("cuda_backend", &make_cuda_backend, nb::arg("device_index") = 0,
         "The CUDA backend; raises moddit.Error without CUDA.");
   m.def("cuda_available", &cuda_available);
+  m.def(
+      "check_cpu_threads", [](int64_t threads) { check_thread_count(threads, "set_cpu_threads"); },
+      nb::arg("threads"), "Raises moddit.Error unless `threads` is a usable CPU thread count.");
 
   m.def("attention", &attention, nb::arg("backend"), nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("out"), nb::arg("tokens"), nb::arg("block_size") = 128,
@@ -83,6 +97,7 @@ void bind_backend(nb::module_& m) {
         nb::arg("map_counts").none() = nb::none(), nb::arg("eta") = 1e-4f,
         nb::arg("qkv_layout") = "NHD", nb::arg("stream") = 0,
         nb::arg("q_begin").none() = nb::none(), nb::arg("k_begin").none() = nb::none(),
+        nb::arg("precision") = "exact",
         "Low-level: one attention call into preallocated outputs (see moddit.attention).");
 }
 

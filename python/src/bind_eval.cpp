@@ -24,6 +24,7 @@ void bind_eval(nb::module_& m) {
         s.source_label = source_label;
         std::vector<std::string> written;
         std::string json, table;
+        if (!report_dir.empty()) check_report_dir(report_dir);  // before the run
         {
           nb::gil_scoped_release release;
           EvalResult r = run_evaluation(source, s);

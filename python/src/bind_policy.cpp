@@ -57,13 +57,6 @@ class PyPolicy : public PolicyWithMap {
   }
 };
 
-// Every head dense, in one launch: the reference an adapter must match exactly.
-class DensePolicy : public Policy {
- public:
-  std::string name() const override { return "dense"; }
-  Plan plan(const CallInfo& call) override { return dense_plan(call.num_heads); }
-};
-
 }  // namespace
 
 void bind_policy(nb::module_& m) {
@@ -107,7 +100,19 @@ void bind_policy(nb::module_& m) {
       .def(nb::init<>())
       .def_rw("kind", &Plan::kind)
       .def_rw("groups", &Plan::groups)
-      .def_rw("record_map", &Plan::record_map);
+      .def_rw("record_map", &Plan::record_map)
+      .def_prop_rw(
+          "precision",
+          [](const Plan& p) -> std::optional<std::string> {
+            if (!p.precision) return std::nullopt;
+            return std::string(to_string(*p.precision));
+          },
+          [](Plan& p, std::optional<std::string> s) {
+            p.precision = s ? std::optional<Precision>(precision_from_string(*s)) : std::nullopt;
+          },
+          nb::arg("value").none(), "\"exact\", \"fp8\" or None (the Session's precision).");
+      .def_rw("map_eta", &Plan::map_eta,
+              "The map's threshold (P < map_eta) when record_map is set; default 1e-4.");
   m.def("dense_plan", &dense_plan, nb::arg("num_heads"), nb::arg("record_map") = false);
 
   nb::class_<Policy>(m, "Policy", "A policy: decides per call what the backend computes.")
@@ -138,6 +143,10 @@ void bind_policy(nb::module_& m) {
       .def_rw("dense_layers", &ModditConfig::dense_layers)
       .def_rw("device_step", &ModditConfig::device_step,
               "Run the MOD-DiT step on the session's GPU (default True).")
+      .def_rw("precision", &ModditConfig::precision,
+              "\"exact\" or \"fp8\": the record, sparse and refresh calls (map passes included).")
+      .def_rw("warmup_precision", &ModditConfig::warmup_precision,
+              "\"exact\" or \"fp8\": the plain dense calls (warm-up steps, dense_layers).")
       .def("validate", &ModditConfig::validate)
       .def("to_json", &moddit_config_to_json)
       .def_static("from_json", &moddit_config_from_json, nb::arg("text"))

@@ -16,17 +16,23 @@ void bind_session(nb::module_& m) {
       .def(
           "__init__",
           [](SessionOptions* o, int num_steps, int num_layers, int num_heads, int head_dim,
-             int block_size, float eta) {
-            new (o) SessionOptions{num_steps, num_layers, num_heads, head_dim, block_size, eta};
+             int block_size, const std::string& precision) {
+            new (o) SessionOptions{num_steps, num_layers, num_heads, head_dim, block_size,
+                                   precision_from_string(precision)};
           },
           nb::arg("num_steps") = 50, nb::arg("num_layers") = 1, nb::arg("num_heads") = 1,
-          nb::arg("head_dim") = 128, nb::arg("block_size") = 128, nb::arg("eta") = 1e-4f)
+          nb::arg("head_dim") = 128, nb::arg("block_size") = 128, nb::arg("precision") = "exact",
+          "No eta: the map's threshold is the policy's (ModditConfig.eta, Plan.map_eta).")
       .def_rw("num_steps", &SessionOptions::num_steps)
       .def_rw("num_layers", &SessionOptions::num_layers)
       .def_rw("num_heads", &SessionOptions::num_heads)
       .def_rw("head_dim", &SessionOptions::head_dim)
       .def_rw("block_size", &SessionOptions::block_size)
-      .def_rw("eta", &SessionOptions::eta);
+      .def_prop_rw(
+          "precision", [](const SessionOptions& o) { return std::string(to_string(o.precision)); },
+          [](SessionOptions& o, const std::string& s) { o.precision = precision_from_string(s); },
+          "\"exact\" or \"fp8\": calls whose policy leaves the precision open (dense, "
+          "sparse_vdit); MOD-DiT follows its config's precision / warmup_precision.");
 
   nb::class_<CallRecord>(m, "CallRecord", "What one Session.attention call did.")
       .def_ro("step", &CallRecord::step)

@@ -4,6 +4,7 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include "io/atomic_file.hpp"
 #include "moddit/error.hpp"
 #include "moddit/host_tensor.hpp"
 #include "moddit/trajectory.hpp"
@@ -52,6 +53,29 @@ void bind_trajectory(nb::module_& m) {
           },
           nb::arg("step"), nb::arg("layer"),
           "(q, k, v) as float32 NumPy arrays [B, N, H, D] (converted from the stored dtype).");
+
+  // The C++ atomic writer, so that files the Python side assembles (the
+  // diffusers recorder's trajectories) follow the same rules as every other
+  // file moddit writes: regular files only, symlinks written through, the mode
+  // kept, no temporary left on failure or SIGINT/SIGTERM.
+  nb::class_<AtomicFile>(m, "AtomicFile",
+                         "A file written atomically (io/atomic_file.hpp): write(), then commit().")
+      .def(nb::init<const std::string&>(), nb::arg("path"))
+      .def(
+          "write",
+          [](AtomicFile& f, nb::bytes data) {
+            const char* p = data.c_str();
+            const size_t n = data.size();
+            nb::gil_scoped_release release;
+            f.write(p, n);
+          },
+          nb::arg("data"))
+      .def("commit", &AtomicFile::commit, nb::call_guard<nb::gil_scoped_release>())
+      .def("abort", &AtomicFile::abort)
+      .def_prop_ro("bytes_written", &AtomicFile::bytes_written)
+      .def_prop_ro("path", &AtomicFile::path);
+  m.def("check_output_file", &check_output_file, nb::arg("path"),
+        "Raises moddit.Error unless a file can be written at `path`; returns where it lands.");
 
   m.def("open_trajectory", &open_trajectory, nb::arg("path"),
         "Opens and validates a trajectory file (safetensors, DESIGN.md 6).");

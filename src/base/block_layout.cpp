@@ -1,6 +1,7 @@
 #include "moddit/block_layout.hpp"
 
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
 
@@ -8,6 +9,8 @@ void BlockLayout::validate() const {
   MODDIT_CHECK(batch > 0 && heads > 0 && num_q_blocks > 0 && num_k_blocks > 0,
                "block layout: non-positive size (batch ", batch, ", heads ", heads, ", ",
                num_q_blocks, "x", num_k_blocks, " blocks)");
+  // rows() is an unchecked product; row_ptr holds int32 offsets.
+  checked_product({batch, heads, num_q_blocks}, INT32_MAX, "block layout: batch x heads x blocks");
   MODDIT_CHECK(static_cast<int64_t>(row_ptr.size()) == rows() + 1, "block layout: row_ptr has ",
                row_ptr.size(), " entries, expected batch*heads*num_q_blocks+1 = ", rows() + 1);
   MODDIT_CHECK(row_ptr[0] == 0, "block layout: row_ptr[0] must be 0");
@@ -28,8 +31,12 @@ void BlockLayout::validate() const {
 }
 
 BlockMask::BlockMask(int b, int h, int nq, int nk, bool value)
-    : batch(b), heads(h), num_q_blocks(nq), num_k_blocks(nk),
-      bits(static_cast<size_t>(int64_t(b) * h * nq * nk), value ? 1 : 0) {}
+    : batch(b), heads(h), num_q_blocks(nq), num_k_blocks(nk) {
+  // Bounded like a layout's rows x blocks (int32 CSR offsets) before allocating.
+  bits.assign(static_cast<size_t>(checked_product({b, h, nq, nk}, INT32_MAX,
+                                                  "block mask: batch x heads x blocks x blocks")),
+              value ? 1 : 0);
+}
 
 BlockLayout to_layout(const BlockMask& m) {
   BlockLayout l;

@@ -2,8 +2,17 @@
 
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
+
+const char* to_string(Precision p) { return p == Precision::FP8 ? "fp8" : "exact"; }
+
+Precision precision_from_string(const std::string& s) {
+  if (s == "exact") return Precision::Exact;
+  if (s == "fp8") return Precision::FP8;
+  throw Error("unknown precision '" + s + "' (expected \"exact\" or \"fp8\")");
+}
 
 namespace {
 void copy_strides(const TensorView& t, int64_t* s) {
@@ -24,8 +33,7 @@ void check_same_as_q(const TensorView& q, const TensorView& t, const char* name)
                ": on a different device than q");
 }
 
-void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
-  l.validate();
+void check_layout_shape(const BlockLayout& l, const AttentionParams& p) {
   const bool chunk = p.num_q_blocks != p.num_blocks || p.k_block_begin != 0 ||
                      p.k_block_end != p.num_blocks;
   MODDIT_CHECK(l.batch == p.batch && l.heads == p.num_sel_heads &&
@@ -35,12 +43,24 @@ void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
                ", heads ", p.num_sel_heads, ", ", p.num_q_blocks, "x", p.num_blocks, "]",
                chunk ? " (a chunk call: rows of the query blocks that meet the chunk; slice_layout)"
                      : "");
+  // rows() cannot overflow here: batch x heads x blocks was bounded by prepare_params.
+  MODDIT_CHECK(static_cast<int64_t>(l.row_ptr.size()) == l.rows() + 1 && !l.row_ptr.empty() &&
+                   l.row_ptr.back() == static_cast<int64_t>(l.col_idx.size()),
+               "attention: block layout arrays (row_ptr ", l.row_ptr.size(), ", col_idx ",
+               l.col_idx.size(), " entries) do not match its ", l.rows(), " rows");
   if (!chunk) return;
+  // Which key blocks a chunk may list depends on the call, not on the layout
+  // alone: checked on every chunk call (host layouts only; linear in the layout).
   for (size_t i = 0; i < l.col_idx.size(); ++i)
     MODDIT_CHECK(l.col_idx[i] >= p.k_block_begin && l.col_idx[i] < p.k_block_end,
                  "attention: block layout lists key block ", l.col_idx[i],
                  ", outside the key chunk's blocks [", p.k_block_begin, ", ", p.k_block_end,
                  ") (slice_layout keeps only blocks that meet the chunk)");
+}
+
+void validate_layout_for(const BlockLayout& l, const AttentionParams& p) {
+  l.validate();
+  check_layout_shape(l, p);
 }
 
 namespace {
@@ -95,12 +115,25 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
     MODDIT_CHECK(c.device_layout == nullptr,
                  "attention: a device layout covers the whole sequence, not a chunk (give a host "
                  "layout from slice_layout)");
+    MODDIT_CHECK(c.precision == Precision::Exact,
+                 "attention: precision fp8 is not available on a chunk call (K's smoothing mean "
+                 "and V's channel scales are per head over the whole sequence; use exact)");
   }
   MODDIT_CHECK(grid.starts.back() == N, "attention: block grid covers ", grid.starts.back(),
                " tokens, the token layout has ", N);
   MODDIT_CHECK(c.block_size == grid.block_size, "attention: block_size ", c.block_size,
                " differs from the grid's ", grid.block_size);
-  MODDIT_CHECK(c.q.batch() < (1 << 20) && c.q.heads() < (1 << 16), "q: batch/heads too large");
+  MODDIT_CHECK(c.q.batch() <= kMaxBatch && c.q.heads() <= kMaxHeads, "q: batch ", c.q.batch(),
+               " or heads ", c.q.heads(), " is more than the limit of ", kMaxBatch, " / ", kMaxHeads);
+  // Work items (rows) and the optional outputs are products the kernels index
+  // with int32 (rows) or allocate by (LSE, map counts).
+  checked_product({c.q.batch(), c.q.heads(), grid.num_blocks()}, INT32_MAX,
+                  "attention: batch x heads x blocks");
+  if (c.lse)
+    checked_product({c.q.batch(), c.q.heads(), N}, INT64_MAX / 4, "attention: lse [B, H, N]");
+  if (c.map_counts)
+    checked_product({c.q.batch(), c.q.heads(), grid.num_video_blocks, grid.num_video_blocks},
+                    INT64_MAX / 4, "attention: map counts [B, H, n, n]");
   MODDIT_CHECK(c.map_counts == nullptr || (c.eta > 0.f && std::isfinite(c.eta)),
                "attention: eta must be > 0 to record the sparsity map, got ", c.eta);
 
@@ -120,6 +153,9 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
   p.head_dim = static_cast<int>(c.q.head_dim());
   p.softmax_scale =
       c.softmax_scale > 0.f ? c.softmax_scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
+  MODDIT_CHECK(c.precision == Precision::Exact || c.precision == Precision::FP8,
+               "attention: unknown precision value ", int(c.precision));
+  p.precision = c.precision;
   p.block_starts = grid.starts.data();
   p.num_blocks = grid.num_blocks();
   p.max_block_len = grid.block_size;

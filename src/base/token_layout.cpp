@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
 
@@ -32,8 +33,12 @@ void TokenLayout::validate() const {
                text_valid);
   MODDIT_CHECK(text_position != TextPosition::None || text_tokens == 0,
                "token layout: text_position is none but text_tokens = ", text_tokens);
-  MODDIT_CHECK(total_tokens() < (int64_t(1) << 31), "token layout: ", total_tokens(),
-               " tokens is more than this build supports (2^31)");
+  // The products are checked before any accessor computes them: a wrapped
+  // frames x height x width would pass every later check with a small N.
+  const int64_t video = checked_product({frames, height, width}, kMaxTokens,
+                                        "token layout: frames x height x width");
+  MODDIT_CHECK(text_tokens <= kMaxTokens - video, "token layout: ", text_tokens, " text + ", video,
+               " video tokens is more than the limit of ", kMaxTokens);
 }
 
 std::string TokenLayout::describe() const {

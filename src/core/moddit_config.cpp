@@ -1,9 +1,9 @@
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "io/input_file.hpp"
+#include "io/json_number.hpp"
 #include "moddit/config.hpp"
 #include "moddit/error.hpp"
 
@@ -27,23 +27,20 @@ void ModditConfig::validate() const {
                "config: refresh must be \"masked\" or \"dense\", got \"", refresh, "\"");
   for (int l : dense_layers)
     MODDIT_CHECK(l >= 0, "config: dense_layers entries must be >= 0, got ", l);
+  MODDIT_CHECK(precision == "exact" || precision == "fp8",
+               "config: precision must be \"exact\" or \"fp8\", got \"", precision, "\"");
+  MODDIT_CHECK(warmup_precision == "exact" || warmup_precision == "fp8",
+               "config: warmup_precision must be \"exact\" or \"fp8\", got \"", warmup_precision,
+               "\"");
 }
 
 namespace {
 
 using nlohmann::json;
 
-int get_int(const json& v, const char* key) {
-  MODDIT_CHECK(v.is_number_integer(), "config: ", key, " must be an integer, got ", v.dump());
-  const auto x = v.get<int64_t>();
-  MODDIT_CHECK(x >= INT32_MIN && x <= INT32_MAX, "config: ", key, " out of range: ", x);
-  return static_cast<int>(x);
-}
-
-double get_double(const json& v, const char* key) {
-  MODDIT_CHECK(v.is_number(), "config: ", key, " must be a number, got ", v.dump());
-  return v.get<double>();
-}
+// The strict readers of io/json_number.hpp; validate() checks each field's range.
+int get_int(const json& v, const char* key) { return json_int32(v, std::string("config: ") + key); }
+double get_double(const json& v, const char* key) { return json_real(v, std::string("config: ") + key); }
 
 }  // namespace
 
@@ -67,15 +64,11 @@ ModditConfig moddit_config_from_json(const std::string& text) {
     else if (k == "top_k") c.top_k = get_int(v, "top_k");
     else if (k == "target_density") c.target_density = get_double(v, "target_density");
     else if (k == "tau_e") c.tau_e = get_double(v, "tau_e");
-    else if (k == "refresh") {
-      MODDIT_CHECK(v.is_string(), "config: refresh must be a string, got ", v.dump());
-      c.refresh = v.get<std::string>();
-    } else if (k == "dense_layers") {
-      MODDIT_CHECK(v.is_array(), "config: dense_layers must be an array of integers, got ",
-                   v.dump());
-      c.dense_layers.clear();
-      for (const json& e : v) c.dense_layers.push_back(get_int(e, "dense_layers"));
-    } else if (k == "device_step") {
+    else if (k == "refresh") c.refresh = json_string(v, "config: refresh");
+    else if (k == "dense_layers") c.dense_layers = json_int_list(v, "config: dense_layers");
+    else if (k == "precision" || k == "warmup_precision")
+      (k == "precision" ? c.precision : c.warmup_precision) = json_string(v, "config: " + k);
+    else if (k == "device_step") {
       MODDIT_CHECK(v.is_boolean(), "config: device_step must be true or false, got ", v.dump());
       c.device_step = v.get<bool>();
     } else {
@@ -99,16 +92,15 @@ std::string moddit_config_to_json(const ModditConfig& c) {
   j["refresh"] = c.refresh;
   j["dense_layers"] = c.dense_layers;
   j["device_step"] = c.device_step;
+  j["precision"] = c.precision;
+  j["warmup_precision"] = c.warmup_precision;
   return j.dump(2);
 }
 
 ModditConfig load_moddit_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MODDIT_CHECK(in.good(), "config file '", path, "': cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  const std::string text = read_input_file(path, "config file");
   try {
-    return moddit_config_from_json(ss.str());
+    return moddit_config_from_json(text);
   } catch (const Error& e) {
     throw Error("config file '" + path + "': " + e.what());
   }

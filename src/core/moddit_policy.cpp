@@ -5,6 +5,7 @@
 #include "core/moddit_engine.hpp"
 #include "core/schedule.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
 
@@ -30,6 +31,9 @@ struct ModditPolicy::Impl {
   int num_layers = 0, num_heads = 0;
   std::vector<uint8_t> dense_layer;
   std::unique_ptr<core::ModditEngine> engine;  // chosen by the first call that needs state
+  // The backend a device engine's state lives on (its memory, device and stream).
+  const Backend* engine_backend = nullptr;
+  std::string engine_backend_name;
 
   void check_call(const CallInfo& c) const {
     MODDIT_CHECK(c.layer >= 0 && c.layer < num_layers, "moddit policy: layer ", c.layer,
@@ -47,19 +51,32 @@ struct ModditPolicy::Impl {
 
   // The state lives where the first stateful call's backend computes: on its GPU
   // when a device engine is registered for it (and device_step allows it), on the
-  // host otherwise. It cannot move afterwards.
+  // host otherwise. It cannot move afterwards, and GPU state is bound to that
+  // backend object (its device, memory pool and stream): a call through another
+  // backend (another device, or another instance on the same one) is refused. The
+  // device engine keeps its backend alive, so the address identifies it.
   core::ModditEngine& engine_for(const CallInfo& c) {
     const Device want = c.backend && cfg.device_step && cfg.ridge_lambda > 0.0 &&
                                 core::device_engine_factory(c.backend->device())
                             ? c.backend->device()
                             : Device::CPU;
     if (!engine) {
-      if (want == Device::CPU) engine = core::make_host_engine(cfg, num_heads);
-      else engine = core::device_engine_factory(want)(cfg, num_heads, *c.backend);
+      if (want == Device::CPU) {
+        engine = core::make_host_engine(cfg, num_heads);
+      } else {
+        engine = core::device_engine_factory(want)(cfg, num_heads, *c.backend);
+        engine_backend = c.backend;
+        engine_backend_name = c.backend->name();
+      }
     }
     MODDIT_CHECK(engine->device() == want, "moddit policy: its state is on ",
                  to_string(engine->device()), " but this call's backend wants it on ",
                  to_string(want), " (use one policy per backend)");
+    MODDIT_CHECK(want == Device::CPU || c.backend == engine_backend, "moddit policy: its GPU state "
+                 "lives on the backend it was made on (", engine_backend_name, ", device ",
+                 engine_backend ? engine_backend->device_index() : -1, "); this call runs on "
+                 "another backend (", c.backend->name(), ", device ", c.backend->device_index(),
+                 "): use one ModditPolicy per backend");
     return *engine;
   }
 };
@@ -67,8 +84,8 @@ struct ModditPolicy::Impl {
 ModditPolicy::ModditPolicy(const ModditConfig& config, int num_layers, int num_heads)
     : impl_(std::make_unique<Impl>()) {
   config.validate();
-  MODDIT_CHECK(num_layers > 0, "moddit policy: num_layers must be > 0, got ", num_layers);
-  MODDIT_CHECK(num_heads > 0, "moddit policy: num_heads must be > 0, got ", num_heads);
+  check_range(num_layers, 1, kMaxLayers, "moddit policy: num_layers");
+  check_range(num_heads, 1, kMaxHeads, "moddit policy: num_heads");
   impl_->cfg = config;
   impl_->num_layers = num_layers;
   impl_->num_heads = num_heads;
@@ -88,20 +105,28 @@ Plan ModditPolicy::plan(const CallInfo& call) {
   Impl& I = *impl_;
   I.check_call(call);
   const int H = I.num_heads;
-  if (I.dense_layer[call.layer]) return dense_plan(H, false);
-  const CallKind kind = core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval);
-  if (kind == CallKind::Dense) return dense_plan(H, false);
+  const CallKind kind = I.dense_layer[call.layer]
+                            ? CallKind::Dense
+                            : core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval);
+  if (kind == CallKind::Dense) {
+    Plan plan = dense_plan(H, false);
+    plan.precision = precision_from_string(I.cfg.warmup_precision);
+    return plan;
+  }
   core::ModditEngine& engine = I.engine_for(call);
   Plan plan = kind == CallKind::Record ? dense_plan(H, true) : engine.plan_masks(call, kind);
   plan.map_on_device = plan.record_map && engine.map_on_device();
+  plan.precision = precision_from_string(I.cfg.precision);
+  plan.map_eta = static_cast<float>(I.cfg.eta);  // the one source of eta
   return plan;
 }
 
 bool ModditPolicy::plain_dense(const CallInfo& call) const {
   const Impl& I = *impl_;
   I.check_call(call);
-  return I.dense_layer[call.layer] ||
-         core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval) == CallKind::Dense;
+  return I.cfg.warmup_precision == "exact" &&
+         (I.dense_layer[call.layer] ||
+          core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval) == CallKind::Dense);
 }
 
 CallKind ModditPolicy::kind_of(int step, int layer) const {

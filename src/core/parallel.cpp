@@ -1,5 +1,7 @@
 #include "core/parallel.hpp"
 
+#include "base/thread_start.hpp"
+
 #include <algorithm>
 #include <cstdlib>
 #include <exception>
@@ -40,11 +42,16 @@ void parallel_for(int count, int min_chunk, const std::function<void(int, int)>&
       if (!error) error = std::current_exception();
     }
   };
+  auto chunk = [&](int t) {
+    run(int(int64_t(count) * t / threads), int(int64_t(count) * (t + 1) / threads));
+  };
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(threads) - 1);
-  for (int t = 1; t < threads; ++t)
-    pool.emplace_back(run, int(int64_t(count) * t / threads), int(int64_t(count) * (t + 1) / threads));
-  run(0, int(int64_t(count) / threads));
+  // Chunks whose thread the system refused run here, after chunk 0.
+  const int started = start_threads(
+      pool, threads - 1, [&](int i) { return std::thread(chunk, i + 1); }, "moddit policy");
+  chunk(0);
+  for (int t = started + 1; t < threads; ++t) chunk(t);
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);
 }

@@ -7,6 +7,7 @@
 
 #include "core/video_mask.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
 
@@ -38,13 +39,11 @@ Session::Session(const TokenLayout& tokens, const SessionOptions& options,
     : tokens_(tokens), options_(options), backend_(std::move(backend)),
       policy_(std::move(policy)) {
   tokens_.validate();
-  MODDIT_CHECK(options.num_steps > 0, "session: num_steps must be > 0, got ", options.num_steps);
-  MODDIT_CHECK(options.num_layers > 0, "session: num_layers must be > 0, got ",
-               options.num_layers);
-  MODDIT_CHECK(options.num_heads > 0, "session: num_heads must be > 0, got ", options.num_heads);
-  MODDIT_CHECK(options.head_dim > 0, "session: head_dim must be > 0, got ", options.head_dim);
-  MODDIT_CHECK(options.eta > 0.f && std::isfinite(options.eta), "session: eta must be > 0, got ",
-               options.eta);
+  // Bounded before the per-layer state is allocated (size_limits.hpp says why).
+  check_range(options.num_steps, 1, kMaxSteps, "session: num_steps");
+  check_range(options.num_layers, 1, kMaxLayers, "session: num_layers");
+  check_range(options.num_heads, 1, kMaxHeads, "session: num_heads");
+  check_range(options.head_dim, 1, 1 << 16, "session: head_dim");
   MODDIT_CHECK(backend_ != nullptr, "session: no backend given");
   MODDIT_CHECK(policy_ != nullptr, "session: no policy given");
   grid_ = make_block_grid(tokens_, options.block_size);
@@ -70,6 +69,7 @@ bool Session::plain_dense(int layer, int batch, int slot_begin) const {
   MODDIT_CHECK(layer >= 0 && layer < options_.num_layers, "plain_dense: layer ", layer,
                " out of range [0, num_layers=", options_.num_layers, ")");
   MODDIT_CHECK(batch > 0, "plain_dense: batch must be > 0, got ", batch);
+  if (slot_begin >= 0) check_range(slot_begin, 0, kMaxBatch, "plain_dense: slot_begin");
   const int slot = slot_begin < 0 ? slots_used_[static_cast<size_t>(layer)] : slot_begin;
   return policy_->plain_dense(call_info(layer, batch, slot));
 }
@@ -120,8 +120,12 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
   check_no_alias(out, k, "k");
   check_no_alias(out, v, "v");
 
+  check_range(q.batch(), 1, kMaxBatch, "q: batch");
   const int B = static_cast<int>(q.batch()), H = options_.num_heads;
   int& used = slots_used_[static_cast<size_t>(layer)];
+  // State slots are batch items of CFG branches: bounded like a batch, so that
+  // slot + B cannot overflow.
+  if (slot_begin >= 0) check_range(slot_begin, 0, kMaxBatch, "attention: slot_begin");
   const int slot = slot_begin < 0 ? used : slot_begin;
   used = std::max(used, slot + B);
 
@@ -158,6 +162,8 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
       density_sum += (g.layout ? core::layout_video_density(*g.layout, grid_) : 1.0) * g.heads.size();
     }
   }
+  MODDIT_CHECK(!plan.record_map || (plan.map_eta > 0.f && std::isfinite(plan.map_eta)), "policy ",
+               policy_->name(), ": map_eta must be > 0 to record the map, got ", plan.map_eta);
   std::vector<int32_t> skipped;
   for (int h = 0; h < H; ++h)
     if (!covered[h]) skipped.push_back(h);
@@ -187,7 +193,8 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
     call.layout = g.layout ? &*g.layout : nullptr;
     call.device_layout = g.device_layout.get();
     call.map_counts = static_cast<int32_t*>(map_dev.get());
-    call.eta = options_.eta;
+    call.eta = plan.map_eta;
+    call.precision = plan.precision.value_or(options_.precision);
     backend_->attention(call);
   }
   if (!skipped.empty()) backend_->zero_heads(out, skipped);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cpu/thread_pool.hpp"
+#include "moddit/fp8.hpp"
 #include "moddit/mask_policy.hpp"
 
 namespace moddit {
@@ -121,7 +122,7 @@ struct Scratch {
   std::vector<Piece> pieces;
   std::vector<Run> runs;
   AlignedBuffer q, scores, probs, out;
-  std::vector<float> row_lse, row_inv;
+  std::vector<float> row_lse, row_inv, row_shift;
 };
 
 // The live key blocks of (head t, query block qb): `count` entries of col_idx,
@@ -189,10 +190,12 @@ struct CallContext {
   int64_t group_begin;  // first head (flat b * num_sel_heads + s) of the group in flight
   float* kv;            // per head in the group: K then V, N x D fp32 each
   std::vector<Scratch>* scratch;
+  float* k_mean;        // FP8: per head in the group, the mean of K over its real keys (D)
 
   int64_t head_elems() const { return int64_t(p->k_tokens) * p->head_dim; }  // K or V of one head
   const float* k_of(int64_t t) const { return kv + (t - group_begin) * 2 * head_elems(); }
   const float* v_of(int64_t t) const { return k_of(t) + head_elems(); }
+  float* k_mean_of(int64_t t) const { return k_mean + (t - group_begin) * p->head_dim; }
   int head_index(int64_t t) const {
     const int s = static_cast<int>(t % p->num_sel_heads);
     return p->heads ? p->heads[s] : s;
@@ -209,6 +212,73 @@ void convert_head_rows(const CallContext& c, int64_t t, int64_t n0, int64_t n1) 
   for (int64_t n = n0; n < n1; ++n) {
     convert_row(p.k, p.dtype, tensor_offset(p.k_stride, b, n, h), D, k + n * D);
     convert_row(p.v, p.dtype, tensor_offset(p.v_stride, b, n, h), D, v + n * D);
+  }
+}
+
+// Precision FP8 (fp8.hpp): replaces the head's fp32 K by its smoothed,
+// per-block quantized values k' = round(k - mean) and V by its per-channel
+// quantized values, both dequantized (exact: the scales are powers of two), and
+// keeps the mean for the LSE. Padding keys become zeros, as on the GPU.
+void quantize_head_fp8(const CallContext& c, int64_t t) {
+  const AttentionParams& p = *c.p;
+  const int D = p.head_dim;
+  const int64_t N = p.seq_len;
+  float* k = const_cast<float*>(c.k_of(t));
+  float* v = const_cast<float*>(c.v_of(t));
+  float* mean = c.k_mean_of(t);
+  auto real = [&](int64_t n) { return key_is_real(n, p.key_pad_begin, p.key_pad_end); };
+  std::vector<double> sum(static_cast<size_t>(D), 0.0);
+  std::vector<float> vmax(static_cast<size_t>(D), 0.f);
+  int64_t count = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    if (!real(n)) continue;
+    ++count;
+    for (int d = 0; d < D; ++d) {
+      sum[d] += k[n * D + d];
+      vmax[d] = std::max(vmax[d], std::fabs(v[n * D + d]));
+    }
+  }
+  for (int d = 0; d < D; ++d) mean[d] = count ? static_cast<float>(sum[d] / double(count)) : 0.f;
+  std::vector<float> vs(static_cast<size_t>(D));
+  for (int d = 0; d < D; ++d) vs[d] = fp8::pow2_scale(vmax[d]);
+  for (int b = 0; b < p.num_blocks; ++b) {
+    const int64_t a = p.block_starts[b], e = p.block_starts[b + 1];
+    float amax = 0.f;
+    for (int64_t n = a; n < e; ++n)
+      if (real(n))
+        for (int d = 0; d < D; ++d) amax = std::max(amax, std::fabs(k[n * D + d] - mean[d]));
+    const float ks = fp8::pow2_scale(amax);
+    for (int64_t n = a; n < e; ++n)
+      for (int d = 0; d < D; ++d) {
+        float& kx = k[n * D + d];
+        float& vx = v[n * D + d];
+        if (!real(n)) {
+          kx = vx = 0.f;
+          continue;
+        }
+        kx = fp8::round_e4m3((kx - mean[d]) / ks) * ks;
+        vx = fp8::round_e4m3(vx / vs[d]) * vs[d];
+      }
+  }
+}
+
+// Precision FP8: the weights the GPU's P V product uses, in E (which holds
+// exp(S - mx) over the row): per key tile (one live block, visited in list
+// order) P is 2^8 exp(S - m_t) rounded to e4m3, m_t the running maximum after
+// the tile; the online softmax's rescaling by exp(m_t - mx) is exact math.
+void round_probs_fp8(const Scratch& s, const StridedMap& S, StridedMap& E, int r, float mx) {
+  float m_run = -std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < s.pieces.size();) {
+    size_t j = i;
+    float tmax = -std::numeric_limits<float>::infinity();
+    for (; j < s.pieces.size() && s.pieces[j].kb == s.pieces[i].kb; ++j)
+      tmax = std::max(tmax, S.row(r).segment(s.pieces[j].col, s.pieces[j].len).maxCoeff());
+    const float m_t = std::max(m_run, tmax);
+    const float rescale = std::exp(m_t - mx) * std::ldexp(1.f, -int(fp8::kPLog2));
+    for (; i < j; ++i)
+      for (int64_t col = s.pieces[i].col; col < s.pieces[i].col + s.pieces[i].len; ++col)
+        E(r, col) = fp8::round_e4m3(std::ldexp(std::exp(S(r, col) - m_t), int(fp8::kPLog2))) * rescale;
+    m_run = m_t;
   }
 }
 
@@ -238,6 +308,23 @@ void attend_query_block(const CallContext& c, int64_t t, int qb, Scratch& s) {
   float* q = s.q.get(static_cast<size_t>(m) * D);
   for (int r = 0; r < m; ++r)
     convert_row(p.q, p.dtype, tensor_offset(p.q_stride, b, q0 + r, h), D, q + r * D);
+  const bool fp8 = p.precision == Precision::FP8;
+  s.row_shift.assign(static_cast<size_t>(m), 0.f);
+  if (fp8) {  // per-row Q scales; the LSE shift of K's smoothing, from the unrounded q
+    const float* mean = c.k_mean_of(t);
+    for (int r = 0; r < m; ++r) {
+      float* qr = q + r * D;
+      double dot = 0.0;
+      float amax = 0.f;
+      for (int d = 0; d < D; ++d) {
+        dot += double(qr[d]) * mean[d];
+        amax = std::max(amax, std::fabs(qr[d]));
+      }
+      s.row_shift[r] = static_cast<float>(dot * p.softmax_scale);
+      const float qs = fp8::pow2_scale(amax);
+      for (int d = 0; d < D; ++d) qr[d] = fp8::round_e4m3(qr[d] / qs) * qs;
+    }
+  }
   MatMap Q(q, m, D);
   Q *= p.softmax_scale;  // scores are then scaled already
 
@@ -249,9 +336,10 @@ void attend_query_block(const CallContext& c, int64_t t, int qb, Scratch& s) {
     S.middleCols(run.col, run.len).noalias() = Q * K.middleRows(run.start, run.len).transpose();
 
   // The map compares the raw scores with the row LSE, so when it is requested
-  // the exponentials go to a second buffer; otherwise they overwrite the scores.
+  // the exponentials go to a second buffer; otherwise they overwrite the scores
+  // (FP8 needs the scores too: round_probs_fp8).
   const bool want_counts = p.map_counts != nullptr;
-  StridedMap E(want_counts ? s.probs.get(static_cast<size_t>(m * ld)) : scores, m, L,
+  StridedMap E(want_counts || fp8 ? s.probs.get(static_cast<size_t>(m * ld)) : scores, m, L,
                Eigen::OuterStride<>(ld));
   s.row_lse.resize(static_cast<size_t>(m));
   s.row_inv.resize(static_cast<size_t>(m));
@@ -261,6 +349,7 @@ void attend_query_block(const CallContext& c, int64_t t, int qb, Scratch& s) {
     const double sum = E.row(r).cast<double>().sum();  // >= 1: the max contributes exp(0)
     s.row_lse[r] = static_cast<float>(double(mx) + std::log(sum));
     s.row_inv[r] = static_cast<float>(1.0 / sum);
+    if (fp8) round_probs_fp8(s, S, E, r, mx);
   }
 
   float* out = s.out.get(static_cast<size_t>(m) * D);
@@ -276,7 +365,7 @@ void attend_query_block(const CallContext& c, int64_t t, int qb, Scratch& s) {
   for (int r = 0; r < m; ++r) {
     O.row(r) *= s.row_inv[r];
     store_row(p.out, p.dtype, tensor_offset(p.o_stride, b, q0 + r, h), D, out + r * D);
-    if (p.lse) p.lse[lse_base + r] = s.row_lse[r];
+    if (p.lse) p.lse[lse_base + r] = s.row_lse[r] + s.row_shift[r];
   }
 
   const int fv = p.first_video_block, nv = p.num_video_blocks;
@@ -318,7 +407,10 @@ void cpu_attention(const AttentionParams& p, ThreadPool& pool) {
 
   std::vector<Scratch> scratch(static_cast<size_t>(pool.size()));
   AlignedBuffer kv;  // every element is written by the conversion phase before use
-  CallContext c{&p, 0, kv.get(static_cast<size_t>(group * 2 * N * p.head_dim)), &scratch};
+  const bool fp8 = p.precision == Precision::FP8;
+  std::vector<float> k_mean(fp8 ? static_cast<size_t>(group * p.head_dim) : 0);
+  CallContext c{&p, 0, kv.get(static_cast<size_t>(group * 2 * N * p.head_dim)), &scratch,
+                k_mean.data()};
 
   struct Item {
     int64_t t;
@@ -334,6 +426,7 @@ void cpu_attention(const AttentionParams& p, ThreadPool& pool) {
       const int64_t n0 = (i % chunks) * kConvertChunkRows;
       convert_head_rows(c, g0 + i / chunks, n0, std::min(N, n0 + kConvertChunkRows));
     });
+    if (fp8) pool.parallel_for(gn, [&](int64_t i, int) { quantize_head_fp8(c, g0 + i); });
 
     // Longest rows first, so that the last items to finish are short ones.
     items.clear();

@@ -9,6 +9,7 @@
 #include "cpu/thread_pool.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
 
@@ -25,6 +26,8 @@ class CpuBackend final : public Backend {
 
   std::string name() const override { return "cpu"; }
   Device device() const override { return Device::CPU; }
+
+  bool supports(Precision) const override { return true; }  // FP8 is emulated
 
   void attention(const AttentionCall& call) override {
     MODDIT_CHECK(call.tokens != nullptr, "attention: no token layout given");
@@ -82,7 +85,7 @@ class CpuBackend final : public Backend {
 }  // namespace
 
 std::shared_ptr<Backend> make_cpu_backend(int threads) {
-  MODDIT_CHECK(threads >= 0, "cpu backend: threads must be >= 0 (0 = all), got ", threads);
+  check_thread_count(threads, "cpu backend");
   return std::make_shared<CpuBackend>(threads);
 }
 

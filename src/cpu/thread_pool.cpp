@@ -1,12 +1,17 @@
 #include "cpu/thread_pool.hpp"
 
+#include "base/thread_start.hpp"
+
 namespace moddit {
 
 ThreadPool::ThreadPool(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
   workers_.reserve(static_cast<size_t>(threads - 1));
-  for (int w = 1; w < threads; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
+  // Workers the system refuses are left out: size() is what could be made.
+  start_threads(
+      workers_, threads - 1,
+      [this](int i) { return std::thread([this, i] { worker_loop(i + 1); }); }, "cpu backend");
 }
 
 ThreadPool::~ThreadPool() {

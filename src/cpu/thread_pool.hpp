@@ -17,6 +17,7 @@ namespace moddit {
 class ThreadPool {
  public:
   // `threads` counts the caller too; 0 = std::thread::hardware_concurrency().
+  // Threads the system refuses are left out (reported once on stderr).
   explicit ThreadPool(int threads = 0);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cuda/fp8_operands.hpp"
 #include "cuda/ptx.cuh"
 #include "cuda/store_rows.cuh"
 #include "cuda/work_item.cuh"
@@ -39,6 +40,7 @@ struct KernelArgs {
   float* lse;            // forward: where to write the LSE (may be null); map: the LSE to read
   CUtensorMap tq, tk, tv;  // Hopper kernel: TMA descriptors of Q, K, V (tensor_map.hpp)
   bool map_compare;        // Hopper map pass: count by compare only (tests)
+  Fp8Operands fp8;         // precision FP8: the quantized operands (Hopper kernel)
 };
 
 // Element offset of (row, 16-byte chunk) in a [rows][D] tile whose chunks are

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "cuda/fp8_operands.hpp"
 #include "moddit/attention_params.hpp"
 
 namespace moddit::cuda {
@@ -19,6 +20,7 @@ struct Schedule {
   int* counter = nullptr;
   bool wgmma = false;  // Hopper (sm_90a) kernels; 128-token blocks only
   bool map_compare = false;  // Hopper map pass: count by compare only (tests)
+  const Fp8Operands* fp8 = nullptr;  // precision FP8: the operands launch_quantize_fp8 wrote
 };
 
 // Forward pass: out and (if p.lse) the row LSE. `lse_out` must be non-null when a

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cuda/attention_launch.hpp"
+#include "cuda/fp8_quantize.hpp"
 #include "cuda/moddit_device_engine.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
@@ -233,6 +234,7 @@ class CudaBackend final : public Backend {
     heads_.clear();
     counter_.reset();
     lse_scratch_.reset();
+    fp8_scratch_.reset();
     mem_->alive = false;
     cudaEventDestroy(last_work_);
     if (previous >= 0) cudaSetDevice(previous);
@@ -254,6 +256,9 @@ class CudaBackend final : public Backend {
   }
   void* stream() const override { return stream_; }
   int device_index() const override { return device_; }
+  bool supports(Precision precision) const override {
+    return precision == Precision::Exact || (props_.major == 9 && !portable_kernel_);
+  }
 
   std::string name() const override { return std::string("cuda:") + props_.name; }
   Device device() const override { return Device::CUDA; }
@@ -268,8 +273,9 @@ class CudaBackend final : public Backend {
     check_view(call.out, "out");
     MODDIT_CHECK(call.tokens != nullptr, "attention: no token layout given");
     const BlockGrid grid = make_block_grid(*call.tokens, call.block_size);
-    // prepare_params validates everything but the layout, which is checked (and
-    // uploaded, and scheduled) once per distinct content by the layout cache.
+    // prepare_params validates everything but the layout. Its shape is checked
+    // against this call on every call; its content is checked (and uploaded, and
+    // scheduled) once per distinct content by the layout cache.
     AttentionCall no_layout = call;
     no_layout.layout = nullptr;
     MODDIT_CHECK(!(call.layout && call.device_layout), "attention: both a layout and a device layout given");
@@ -289,13 +295,23 @@ class CudaBackend final : public Backend {
     s.wgmma = props_.major == 9 && !portable_kernel_;
     s.map_compare = map_compare_;
     if (call.layout) {
-      const LayoutEntry& e = layout_entry(*call.layout, grid, p);
+      check_layout_shape(*call.layout, p);  // the same layout may come with another batch
+      const LayoutEntry& e = layout_entry(*call.layout, grid);
       p.layout_row_ptr = static_cast<const int32_t*>(e.row_ptr.get());
       p.layout_col_idx = static_cast<const int32_t*>(e.col_idx.get());
       s.order = static_cast<const int32_t*>(e.order.get());
     }
     if (call.device_layout) s.order = call.device_layout->order;  // checked by prepare_params
 
+    if (p.precision == Precision::FP8) {
+      MODDIT_CHECK(supports(Precision::FP8) && p.max_block_len == 128, "attention: precision fp8 needs ",
+                   "a Hopper GPU (sm_90a) and 128-token blocks (", props_.name, ", block_size ",
+                   p.max_block_len, props_.major == 9 && portable_kernel_ ? ", MODDIT_CUDA_KERNEL=sm80" : "",
+                   ")");
+      s.fp8 = &fp8_operands(p);
+      cuda::launch_quantize_fp8(p, *s.fp8, props_.multiProcessorCount, stream_);
+      ++launches_;
+    }
     float* lse_out = call.lse;
     if (call.map_counts && !lse_out) lse_out = scratch_lse(size_t(p.batch) * p.num_heads * p.q_tokens);
     cuda::launch_forward(p, lse_out, s, props_.multiProcessorCount, stream_);
@@ -387,15 +403,15 @@ class CudaBackend final : public Backend {
   }
   // Device copies of a layout and its schedule, kept while the content repeats
   // (a pipeline reuses a layout for many calls). A hit costs one memcmp of the
-  // host arrays; a miss validates, sorts and uploads. A layout is validated for
-  // the key blocks of its call (a chunk call's), so they are part of the key.
+  // host arrays; a miss validates the content, sorts and uploads. The shape
+  // against the call (a chunk call's key blocks included) is not the cache's
+  // business: attention() checks it on every call, hit or miss.
   struct LayoutEntry {
     std::vector<int32_t> row_ptr_h, col_idx_h, starts_h, order_h;
     int batch = 0, heads = 0, q_blocks = 0, k_blocks = 0, k_block_begin = 0, k_block_end = 0;
     std::shared_ptr<void> row_ptr, col_idx, order;
   };
-  const LayoutEntry& layout_entry(const BlockLayout& l, const BlockGrid& grid,
-                                  const AttentionParams& p) {
+  const LayoutEntry& layout_entry(const BlockLayout& l, const BlockGrid& grid) {
     for (auto it = layout_cache_.begin(); it != layout_cache_.end(); ++it)
       if (it->batch == l.batch && it->heads == l.heads && it->q_blocks == l.num_q_blocks &&
           it->k_blocks == l.num_k_blocks && it->k_block_begin == p.k_block_begin &&
@@ -406,7 +422,7 @@ class CudaBackend final : public Backend {
         layout_cache_.splice(layout_cache_.begin(), layout_cache_, it);
         return layout_cache_.front();
       }
-    validate_layout_for(l, p);
+    l.validate();
     LayoutEntry e;
     e.row_ptr_h = l.row_ptr;
     e.col_idx_h = l.col_idx;
@@ -442,6 +458,41 @@ class CudaBackend final : public Backend {
     if (layout_cache_.size() > 8) layout_cache_.pop_back();
     return layout_cache_.front();
   }
+  // The FP8 operands of a call (fp8_operands.hpp), carved from one buffer that
+  // only grows (freed in stream order when it does).
+  const cuda::Fp8Operands& fp8_operands(const AttentionParams& p) {
+    const size_t tiles = size_t(p.batch) * p.num_heads * p.num_blocks, D = size_t(p.head_dim);
+    const size_t rows = size_t(p.batch) * p.num_heads * p.seq_len, heads = size_t(p.batch) * p.num_heads;
+    auto al = [](size_t b) { return (b + 255) / 256 * 256; };
+    const size_t sizes[11] = {tiles * 128 * D, tiles * 128 * D, tiles * 128 * D, rows * 4, rows * 4,
+                              tiles * 4, heads * D * 4, tiles * D * 4, heads * D * 4, heads * D * 4,
+                              (1 + 2 * heads) * 4};
+    size_t total = 0;
+    for (size_t b : sizes) total += al(b);
+    if (fp8_bytes_ < total) {
+      fp8_scratch_ = device_alloc(mem_, total);
+      fp8_bytes_ = total;
+    }
+    char* at = static_cast<char*>(fp8_scratch_.get());
+    auto take = [&](int i) {
+      char* r = at;
+      at += al(sizes[i]);
+      return r;
+    };
+    cuda::Fp8Operands& f = fp8_;
+    f.q = reinterpret_cast<uint8_t*>(take(0));
+    f.k = reinterpret_cast<uint8_t*>(take(1));
+    f.vt = reinterpret_cast<uint8_t*>(take(2));
+    f.q_scale = reinterpret_cast<float*>(take(3));
+    f.lse_shift = reinterpret_cast<float*>(take(4));
+    f.k_scale = reinterpret_cast<float*>(take(5));
+    f.v_scale = reinterpret_cast<float*>(take(6));
+    f.k_sum = reinterpret_cast<float*>(take(7));
+    f.k_mean = reinterpret_cast<float*>(take(8));
+    f.v_max = reinterpret_cast<uint32_t*>(take(9));
+    f.sync = reinterpret_cast<int*>(take(10));
+    return f;
+  }
   float* scratch_lse(size_t n) {
     if (lse_scratch_bytes_ < n * sizeof(float)) {
       lse_scratch_ = device_alloc(mem_, n * sizeof(float));  // the old one freed in stream order
@@ -460,6 +511,9 @@ class CudaBackend final : public Backend {
   std::shared_ptr<void> counter_;
   std::shared_ptr<void> lse_scratch_;
   size_t lse_scratch_bytes_ = 0;
+  std::shared_ptr<void> fp8_scratch_;
+  size_t fp8_bytes_ = 0;
+  cuda::Fp8Operands fp8_;
   int64_t launches_ = 0;
   bool grouped_order_ = [] {
     const char* e = std::getenv("MODDIT_CUDA_ORDER");

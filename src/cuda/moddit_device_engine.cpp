@@ -12,6 +12,7 @@
 #include <climits>
 #include <cmath>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "core/moddit_engine.hpp"
@@ -329,10 +330,13 @@ class DeviceEngine final : public core::ModditEngine {
     return s;
   }
 
-  // The device copy of a grid (basis, lengths, factor), built once per grid.
+  // The device copy of a grid (basis, lengths, factor), built once per grid. The
+  // key is everything the copy depends on: block starts alone do not say where
+  // the video begins (text of a whole number of blocks before or after it tiles
+  // the same starts), so the first video block is part of it.
   std::shared_ptr<const GridOnDevice> grid_for(const CallInfo& call) {
     const BlockGrid& bg = *call.grid;
-    auto key = std::make_pair(bg.starts, call.tokens->tokens_per_frame());
+    GridKey key{bg.starts, call.tokens->tokens_per_frame(), bg.first_video_block};
     auto it = grids_.find(key);
     if (it != grids_.end()) return it->second;
     auto d = std::make_shared<GridOnDevice>();
@@ -411,7 +415,8 @@ class DeviceEngine final : public core::ModditEngine {
   int heads_;
   std::shared_ptr<Backend> owner_;  // the state lives in its memory: keep it alive
   Backend& backend_;
-  std::map<std::pair<std::vector<int32_t>, int64_t>, std::shared_ptr<const GridOnDevice>> grids_;
+  using GridKey = std::tuple<std::vector<int32_t>, int64_t, int>;  // starts, P, first video block
+  std::map<GridKey, std::shared_ptr<const GridOnDevice>> grids_;
   std::map<std::pair<int, int>, Slot> states_;
   std::vector<PendingFits> pending_;
   std::vector<FitRecord> fits_;

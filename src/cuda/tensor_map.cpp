@@ -50,4 +50,22 @@ void make_tile_map(CUtensorMap* map, const void* base, DType dtype, const int64_
                "; base and strides must be 16-byte aligned)");
 }
 
+void make_fp8_tile_map(CUtensorMap* map, const void* base, int row_bytes, int64_t rows, int box_rows,
+                       const char* what) {
+  MODDIT_CHECK(row_bytes == 64 || row_bytes == 128, "cuda attention: ", what, ": FP8 rows of ",
+               row_bytes, " bytes (64 or 128)");
+  MODDIT_CHECK(rows > 0 && rows < (int64_t(1) << 31), "cuda attention: ", what,
+               ": too many FP8 rows (", rows, ")");
+  const cuuint64_t dims[2] = {cuuint64_t(row_bytes), cuuint64_t(rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(row_bytes)};
+  const cuuint32_t box[2] = {cuuint32_t(row_bytes), cuuint32_t(box_rows)};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r = encode_fn()(
+      map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box, elem,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, row_bytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  MODDIT_CHECK(r == CUDA_SUCCESS, "cuda attention: ", what,
+               ": the FP8 operand cannot be described to the TMA unit (error ", int(r), ")");
+}
+
 }  // namespace moddit::cuda

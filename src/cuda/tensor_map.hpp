@@ -17,4 +17,10 @@ namespace moddit::cuda {
 void make_tile_map(CUtensorMap* map, const void* base, DType dtype, const int64_t stride[3],
                    int batch, int seq_len, int heads, int head_dim, const char* what);
 
+// An FP8 operand array of `rows` rows of `row_bytes` (64 or 128) bytes, read
+// in boxes of `box_rows` rows with the swizzle the FP8 tiles use (128-byte for
+// 128-byte rows, 64-byte for 64-byte rows).
+void make_fp8_tile_map(CUtensorMap* map, const void* base, int row_bytes, int64_t rows, int box_rows,
+                       const char* what);
+
 }  // namespace moddit::cuda

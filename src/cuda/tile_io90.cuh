@@ -29,10 +29,22 @@ __device__ __forceinline__ void tma_load_tile(uint32_t smem, const CUtensorMap* 
 template <int D, typename T>
 constexpr uint32_t kTileBytes90 = 128 * D * sizeof(T);
 
-// wgmma shared-memory descriptor, 128-byte swizzle.
-__device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+// wgmma shared-memory descriptor; swizzle 1 = 128-byte, 2 = 64-byte.
+__device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint32_t sbo,
+                                              uint64_t swizzle = 1) {
   return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
-         (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
+         (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (swizzle << 62);
+}
+
+// One FP8 operand tile by TMA from a 2-D map of block tiles (tensor_map.hpp's
+// make_fp8_tile_map): the box at row `row` (one bulk copy).
+__device__ __forceinline__ void tma_load_rows(uint32_t smem, const CUtensorMap* map, int row,
+                                              uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(smem),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(row), "r"(bar)
+      : "memory");
 }
 
 }  // namespace moddit::cuda

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cuda/fp8_convert.cuh"
 #include "cuda/ptx.cuh"
 #include "moddit/attention_params.hpp"
 #include "moddit/mask_policy.hpp"
@@ -32,12 +33,16 @@ __device__ __forceinline__ bool tile_is_partial(int kstart, int klen, int tile_k
   return klen < tile_keys || (kstart < p.key_pad_end && kstart + tile_keys > p.key_pad_begin);
 }
 
-// Online softmax in base 2 on raw scores: p = 2^(s * scale*log2(e) - m), m in
-// scaled units; one FFMA and one MUFU.EX2 per score. Turns s into P and updates
-// the running max m and sum l; alpha[i] is the factor O's row i must be scaled by
-// (rescale_o), kept apart so that O can still be in flight on the tensor cores.
+// Online softmax in base 2 on raw scores: p = 2^(s * scale[i] - m + p_log2),
+// scale[i] = row i's scale * log2(e) (FP8: times its Q and the tile's K scale),
+// m in scaled units, p_log2 the lift of P before it is rounded (FP8: 2^8; it
+// cancels in O / l); one FFMA and one MUFU.EX2 per score. Turns s into P and
+// updates the running max m and sum l; alpha[i] is the factor O's row i must be
+// scaled by (rescale_o), kept apart so that O can still be in flight on the
+// tensor cores.
 __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m_run)[2], float (&l_run)[2],
-                                             float scale_log2, float (&alpha)[2]) {
+                                             const float (&scale)[2], float p_log2,
+                                             float (&alpha)[2]) {
   // Maxima and sums over four partials each: a chain of 16 dependent FMNMX or
   // FADD per row would stall the warp on their latency (Nsight: "wait").
 #pragma unroll
@@ -51,15 +56,16 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&m_run)[2], 
     float mx = fmaxf(fmaxf(mp[0], mp[1]), fmaxf(mp[2], mp[3]));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    const float m_new = fmaxf(m_run[i], mx * scale_log2);
+    const float m_new = fmaxf(m_run[i], mx * scale[i]);
     const float m_use = m_new == -INFINITY ? 0.f : m_new;
     alpha[i] = fast_exp2(m_run[i] - m_use);
     m_run[i] = m_new;
+    const float bias = p_log2 - m_use;
     float sp[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      s[j * 4 + 2 * i] = fast_exp2(fmaf(s[j * 4 + 2 * i], scale_log2, -m_use));
-      s[j * 4 + 2 * i + 1] = fast_exp2(fmaf(s[j * 4 + 2 * i + 1], scale_log2, -m_use));
+      s[j * 4 + 2 * i] = fast_exp2(fmaf(s[j * 4 + 2 * i], scale[i], bias));
+      s[j * 4 + 2 * i + 1] = fast_exp2(fmaf(s[j * 4 + 2 * i + 1], scale[i], bias));
       sp[j & 3] += s[j * 4 + 2 * i] + s[j * 4 + 2 * i + 1];
     }
     l_run[i] = l_run[i] * alpha[i] + ((sp[0] + sp[1]) + (sp[2] + sp[3]));
@@ -108,7 +114,11 @@ __device__ __forceinline__ int count_below_compare(const float (&s)[64], const f
   return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-// P as the A operand of the P V wgmma (registers, 16 keys per k-step).
+// P as the A operand of the P V wgmma, in registers: bf16 8 k-steps of 16 keys,
+// FP8 4 k-steps of 32.
+template <bool FP8>
+using PRegs = uint32_t[FP8 ? 4 : 8][4];
+
 template <typename T>
 __device__ __forceinline__ void pack_p(const float (&s)[64], uint32_t (&pa)[8][4]) {
 #pragma unroll
@@ -118,6 +128,21 @@ __device__ __forceinline__ void pack_p(const float (&s)[64], uint32_t (&pa)[8][4
     pa[kk][2] = pack2<T>(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
     pa[kk][3] = pack2<T>(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
   }
+}
+
+// FP8: register r of k-step kk holds row g (r even) or g + 8 (r odd) of the
+// column groups 4 kk + 2 (r / 2) and + 1, i.e. keys 2 tq, 2 tq + 1, 8 + 2 tq,
+// 9 + 2 tq of a 16-key group: the A operand's columns 4 tq .. 4 tq + 3, which
+// is the key order fp8::vt_key_of_column gives the V^T tile.
+__device__ __forceinline__ void pack_p_fp8(const float (&s)[64], uint32_t (&pa)[4][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int j = 4 * kk + 2 * (r >> 1), i = r & 1;
+      pa[kk][r] = pack_e4m3x4(s[j * 4 + 2 * i], s[j * 4 + 2 * i + 1], s[(j + 1) * 4 + 2 * i],
+                              s[(j + 1) * 4 + 2 * i + 1]);
+    }
 }
 
 }  // namespace moddit::cuda

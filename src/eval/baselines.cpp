@@ -47,9 +47,12 @@ std::string StaticMaskPolicy::name() const {
 Plan StaticMaskPolicy::plan(const CallInfo& call) {
   if (call.step < warmup_) return dense_plan(call.num_heads);
   MODDIT_CHECK(call.grid && call.tokens, name(), ": call has no grid or token layout");
-  if (cached_n_ != call.grid->num_video_blocks) {
+  // Keyed by the whole token layout and block size: two layouts with the same
+  // number of video blocks (another frame shape) need another mask.
+  const std::string key = call.tokens->describe() + ", block " + std::to_string(call.grid->block_size);
+  if (cached_for_ != key) {
     mask_ = static_video_mask(kind_, *call.tokens, *call.grid, target_);
-    cached_n_ = call.grid->num_video_blocks;
+    cached_for_ = key;
   }
   const size_t nn = mask_.size();
   std::vector<uint8_t> masks(nn * call.batch * call.num_heads);

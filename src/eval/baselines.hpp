@@ -17,13 +17,6 @@
 namespace moddit {
 namespace eval {
 
-// Dense attention on every step (the reference, as a policy).
-class DensePolicy : public Policy {
- public:
-  std::string name() const override { return "dense"; }
-  Plan plan(const CallInfo& call) override { return dense_plan(call.num_heads); }
-};
-
 // A static mask (sliding 3D window or radial decay), the same for every head,
 // layer and step; built once per grid.
 class StaticMaskPolicy : public Policy {
@@ -38,7 +31,7 @@ class StaticMaskPolicy : public Policy {
   StaticMaskKind kind_;
   double target_;
   int warmup_;
-  int cached_n_ = -1;
+  std::string cached_for_;  // the token layout and block size mask_ was built for
   std::vector<uint8_t> mask_;
 };
 

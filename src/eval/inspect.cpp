@@ -3,10 +3,15 @@
 
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <sstream>
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "io/input_file.hpp"
 #include "io/safetensors.hpp"
 #include "moddit/error.hpp"
 #include "moddit/eval.hpp"
@@ -77,7 +82,9 @@ std::string num(const nlohmann::json& j, const char* key, const char* fmt = "%.4
   return buf;
 }
 
-std::string inspect_report(const std::string& path, const std::string& text) {
+}  // namespace
+
+std::string inspect_report_text(const std::string& text, const std::string& path) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
@@ -87,56 +94,66 @@ std::string inspect_report(const std::string& path, const std::string& text) {
   MODDIT_CHECK(j.is_object() && j.contains("moddit_report") && j.contains("policies") &&
                    j["policies"].is_array(),
                path, ": not a moddit report (no 'moddit_report' / 'policies' keys)");
-  std::ostringstream os;
-  os << "report " << path << "\n";
-  const auto& s = j.value("settings", nlohmann::json::object());
-  if (s.contains("trajectory")) {
-    const auto& t = s["trajectory"];
-    os << "  trajectory: " << t.value("source", std::string("?"));
-    if (!t.value("label", std::string()).empty()) os << " (" << t["label"].get<std::string>() << ")";
-    os << "\n";
-  }
-  if (s.contains("target_density")) os << "  target density: " << s["target_density"] << "\n";
-  if (s.contains("block_size"))
-    os << "  block size " << s["block_size"] << ", eta " << s.value("eta", 0.0)
-       << ", ridge_lambda " << s.value("ridge_lambda", 0.0) << ", means over steps >= "
-       << s.value("sparse_from_step", 0) << "\n";
-  if (s.contains("wall_seconds"))
-    os << "  wall time " << num(s, "wall_seconds", "%.1f") << " s on " << s.value("threads", 0)
-       << " thread(s), backend " << s.value("backend", std::string("?")) << "\n";
-  char line[512];
-  std::snprintf(line, sizeof line, "  %-28s %8s %8s %8s %8s %9s\n", "policy", "density", "recall",
-                "rel_l2", "nae", "ms/call");
-  os << line;
-  for (const auto& p : j["policies"]) {
-    std::snprintf(line, sizeof line, "  %-28s %8s %8s %8s %8s %9s\n",
-                  p.value("label", std::string("?")).c_str(), num(p, "density").c_str(),
-                  num(p, "recall").c_str(), num(p, "rel_l2").c_str(), num(p, "nae").c_str(),
-                  num(p, "ms_per_call", "%.2f").c_str());
+  // Values of an unexpected type (a fuzzed or hand-edited report) are refused
+  // as such, not reported as a JSON library exception.
+  try {
+    std::ostringstream os;
+    os << "report " << path << "\n";
+    const auto& s = j.value("settings", nlohmann::json::object());
+    if (s.contains("trajectory")) {
+      const auto& t = s["trajectory"];
+      os << "  trajectory: " << t.value("source", std::string("?"));
+      if (!t.value("label", std::string()).empty()) os << " (" << t["label"].get<std::string>() << ")";
+      os << "\n";
+    }
+    if (s.contains("target_density")) os << "  target density: " << s["target_density"] << "\n";
+    if (s.contains("block_size"))
+      os << "  block size " << s["block_size"] << ", eta " << s.value("eta", 0.0)
+         << ", ridge_lambda " << s.value("ridge_lambda", 0.0) << ", means over steps >= "
+         << s.value("sparse_from_step", 0) << "\n";
+    if (s.contains("wall_seconds"))
+      os << "  wall time " << num(s, "wall_seconds", "%.1f") << " s on " << s.value("threads", 0)
+         << " thread(s), backend " << s.value("backend", std::string("?")) << "\n";
+    char line[512];
+    std::snprintf(line, sizeof line, "  %-28s %8s %8s %8s %8s %9s\n", "policy", "density", "recall",
+                  "rel_l2", "nae", "ms/call");
     os << line;
+    for (const auto& p : j["policies"]) {
+      std::snprintf(line, sizeof line, "  %-28s %8s %8s %8s %8s %9s\n",
+                    p.value("label", std::string("?")).c_str(), num(p, "density").c_str(),
+                    num(p, "recall").c_str(), num(p, "rel_l2").c_str(), num(p, "nae").c_str(),
+                    num(p, "ms_per_call", "%.2f").c_str());
+      os << line;
+    }
+    if (j.contains("pictures"))
+      for (const auto& p : j["pictures"])
+        if (p.is_object()) os << "  picture " << p.value("file", std::string()) << "\n";
+    return os.str();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": not a moddit report (" + std::string(e.what()).substr(0, 160) + ")");
   }
-  if (j.contains("pictures"))
-    for (const auto& p : j["pictures"]) os << "  picture " << p.value("file", std::string()) << "\n";
-  return os.str();
 }
 
-}  // namespace
-
 std::string inspect_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MODDIT_CHECK(in.good(), "cannot open '", path, "'");
+  // The first non-space byte (of the first 4 KiB) says what the file is; only a
+  // regular file is opened.
+  const int fd = open_input_file(path, "file");
+  char head[4096];
+  ssize_t got = 0;
+  do got = ::read(fd, head, sizeof head);
+  while (got < 0 && errno == EINTR);
+  ::close(fd);
+  MODDIT_CHECK(got >= 0, "file '", path, "': read failed: ", std::strerror(errno));
   char first = 0;
-  while (in.get(first) && std::isspace(static_cast<unsigned char>(first))) {
-  }
+  for (ssize_t i = 0; i < got && !first; ++i)
+    if (!std::isspace(static_cast<unsigned char>(head[i]))) first = head[i];
   // A safetensors file starts with its header length (8 bytes), whose first byte
   // can be '{' too: JSON is tried first and the trajectory reader second.
   const bool named_json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
   if (first == '{' || named_json) {
-    std::ostringstream ss;
-    ss << first << in.rdbuf();
-    if (named_json || nlohmann::json::accept(ss.str())) return inspect_report(path, ss.str());
+    const std::string text = read_input_file(path, "report");
+    if (named_json || nlohmann::json::accept(text)) return inspect_report_text(text, path);
   }
-  in.close();
   return inspect_trajectory(path);
 }
 

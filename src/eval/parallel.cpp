@@ -1,5 +1,8 @@
 #include "eval/parallel.hpp"
 
+#include "base/thread_start.hpp"
+#include "moddit/size_limits.hpp"
+
 #include <atomic>
 #include <exception>
 #include <mutex>
@@ -10,6 +13,7 @@ namespace moddit {
 namespace eval {
 
 int resolve_threads(int threads) {
+  check_thread_count(threads, "evaluation");
   if (threads > 0) return threads;
   const unsigned hw = std::thread::hardware_concurrency();
   return hw > 0 ? static_cast<int>(hw) : 1;
@@ -35,7 +39,8 @@ void parallel_for(int count, int threads, const std::function<void(int)>& fn) {
     }
   };
   std::vector<std::thread> pool;
-  for (int t = 1; t < workers; ++t) pool.emplace_back(work);
+  // Items are claimed from a counter: the threads that could be made share them.
+  start_threads(pool, workers - 1, [&](int) { return std::thread(work); }, "evaluation");
   work();
   for (auto& t : pool) t.join();
   if (error) std::rethrow_exception(error);

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <set>
 #include <sstream>
@@ -94,7 +95,9 @@ std::vector<EvalPolicySpec> parse_policy_list(const std::string& list, const Mod
 }
 
 void apply_synthetic_settings(const std::vector<std::string>& key_values, SyntheticSpec& spec) {
-  auto to_int = [](const std::string& key, const std::string& v, long lo, long hi) {
+  // Only parsed here; the ranges are SyntheticSpec::validate()'s (make_synthetic).
+  auto to_int = [](const std::string& key, const std::string& v, long lo = INT32_MIN,
+                   long hi = INT32_MAX) {
     char* end = nullptr;
     const long x = std::strtol(v.c_str(), &end, 10);
     MODDIT_CHECK(!v.empty() && end && *end == '\0', "synthetic setting ", key,
@@ -110,20 +113,20 @@ void apply_synthetic_settings(const std::vector<std::string>& key_values, Synthe
       const auto eq = kv.find('=');
       MODDIT_CHECK(eq != std::string::npos, "synthetic setting '", kv, "': expected key=value");
       const std::string key = trim(kv.substr(0, eq)), v = trim(kv.substr(eq + 1));
-      if (key == "frames") spec.frames = to_int(key, v, 1, 1 << 12);
-      else if (key == "height") spec.height = to_int(key, v, 1, 1 << 12);
-      else if (key == "width") spec.width = to_int(key, v, 1, 1 << 12);
-      else if (key == "text_tokens") spec.text_tokens = to_int(key, v, 0, 1 << 16);
-      else if (key == "text_valid") spec.text_valid = to_int(key, v, 0, 1 << 16);
+      if (key == "frames") spec.frames = to_int(key, v);
+      else if (key == "height") spec.height = to_int(key, v);
+      else if (key == "width") spec.width = to_int(key, v);
+      else if (key == "text_tokens") spec.text_tokens = to_int(key, v);
+      else if (key == "text_valid") spec.text_valid = to_int(key, v);
       else if (key == "text_position") {
         text_position_from_string(v);  // validates
         spec.text_position = v;
-      } else if (key == "num_steps" || key == "steps") spec.num_steps = to_int(key, v, 1, 10000);
-      else if (key == "layers") spec.layers = to_int(key, v, 1, 1000);
-      else if (key == "heads") spec.heads = to_int(key, v, 1, 1024);
-      else if (key == "head_dim") spec.head_dim = to_int(key, v, 1, 1024);
-      else if (key == "batch") spec.batch = to_int(key, v, 1, 64);
-      else if (key == "seed") spec.seed = static_cast<unsigned>(to_int(key, v, 0, 2147483647));
+      } else if (key == "num_steps" || key == "steps") spec.num_steps = to_int(key, v);
+      else if (key == "layers") spec.layers = to_int(key, v);
+      else if (key == "heads") spec.heads = to_int(key, v);
+      else if (key == "head_dim") spec.head_dim = to_int(key, v);
+      else if (key == "batch") spec.batch = to_int(key, v);
+      else if (key == "seed") spec.seed = static_cast<unsigned>(to_int(key, v, 0));
       else
         throw Error("unknown synthetic setting '" + key +
                     "' (known: frames, height, width, text_tokens, text_valid, text_position, "

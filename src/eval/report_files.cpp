@@ -1,10 +1,10 @@
-// write_eval_report(): the report directory: PNG pictures first, then report.json
-// (which lists them), every file written atomically.
+// write_eval_report(): the report directory, replaced as one unit
+// (io/atomic_dir.hpp): the PNG pictures and report.json (which lists them) are
+// written into a staging directory that then takes the old one's place.
 #include <cmath>
-#include <filesystem>
-#include <system_error>
 
 #include "eval/report_json.hpp"
+#include "io/atomic_dir.hpp"
 #include "io/atomic_file.hpp"
 #include "io/png_heatmap.hpp"
 #include "moddit/error.hpp"
@@ -35,7 +35,14 @@ HeatmapPanel mask_panel(const std::vector<float>& v, int n) {
   return p;
 }
 
-eval::PictureInfo write_snapshot(const EvalSnapshot& s, const std::string& dir) {
+// A report directory holds report.json and PNG pictures; anything else in an
+// existing one is someone else's, and makes the writer refuse.
+bool is_report_entry(const std::string& name) {
+  return name == "report.json" ||
+         (name.size() > 4 && name.compare(name.size() - 4, 4, ".png") == 0);
+}
+
+eval::PictureInfo write_snapshot(const EvalSnapshot& s, AtomicDirectory& dir) {
   eval::PictureInfo info;
   info.file = "maps_s" + std::to_string(s.step) + "_l" + std::to_string(s.layer) + "_h" +
               std::to_string(s.head) + ".png";
@@ -72,11 +79,11 @@ eval::PictureInfo write_snapshot(const EvalSnapshot& s, const std::string& dir) 
     panels.back().title = "oracle mask";
     info.panels.push_back("oracle mask at this step");
   }
-  write_heatmap_row_png(dir + "/" + info.file, panels, 6);
+  write_heatmap_row_png(dir.file(info.file), panels, 6);
   return info;
 }
 
-eval::PictureInfo write_series_plot(const EvalResult& r, const std::string& dir,
+eval::PictureInfo write_series_plot(const EvalResult& r, AtomicDirectory& dir,
                                     const std::string& metric) {
   eval::PictureInfo info;
   info.file = metric + "_over_steps.png";
@@ -97,7 +104,7 @@ eval::PictureInfo write_series_plot(const EvalResult& r, const std::string& dir,
   style.markers = x.size() <= 60;
   style.title = metric + " per step (mean over layers and heads)";
   style.x_label = "denoising step";
-  write_line_plot_png(dir + "/" + info.file, x, series, style);
+  write_line_plot_png(dir.file(info.file), x, series, style);
   return info;
 }
 
@@ -120,20 +127,21 @@ std::string eval_pictures_legend(const EvalResult& r) {
   return s + "\n";
 }
 
+void check_report_dir(const std::string& dir) {
+  AtomicDirectory::check(dir, is_report_entry, "report directory");
+}
+
 std::vector<std::string> write_eval_report(const EvalResult& result, const std::string& dir) {
-  MODDIT_CHECK(!dir.empty(), "report directory is empty");
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  MODDIT_CHECK(!ec && std::filesystem::is_directory(dir), "cannot create report directory '",
-               dir, "': ", ec ? ec.message() : "not a directory");
+  AtomicDirectory out(dir, is_report_entry, "report directory");
   std::vector<eval::PictureInfo> pictures;
-  for (const EvalSnapshot& s : result.snapshots) pictures.push_back(write_snapshot(s, dir));
+  for (const EvalSnapshot& s : result.snapshots) pictures.push_back(write_snapshot(s, out));
   if (!result.steps.empty()) {
-    pictures.push_back(write_series_plot(result, dir, "rel_l2"));
-    pictures.push_back(write_series_plot(result, dir, "recall"));
+    pictures.push_back(write_series_plot(result, out, "rel_l2"));
+    pictures.push_back(write_series_plot(result, out, "recall"));
   }
+  write_file_atomic(out.file("report.json"), eval::report_json_text(result, pictures));
+  out.commit();
   const std::string report = dir + "/report.json";
-  write_file_atomic(report, eval::report_json_text(result, pictures));
   std::vector<std::string> written = {report};
   for (const auto& p : pictures) written.push_back(dir + "/" + p.file);
   return written;

@@ -17,6 +17,7 @@
 #include "moddit/error.hpp"
 #include "moddit/eval.hpp"
 #include "moddit/session.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
 
@@ -43,7 +44,7 @@ struct PolicyRun {
 std::shared_ptr<Policy> make_policy(const EvalPolicySpec& spec, int num_layers, int num_heads,
                                     PolicyRun& run) {
   const ModditConfig& c = spec.config;
-  if (spec.kind == "dense") return std::make_shared<eval::DensePolicy>();
+  if (spec.kind == "dense") return std::make_shared<DensePolicy>();
   if (spec.kind == "moddit") {
     auto p = std::make_shared<ModditPolicy>(c, num_layers, num_heads);
     run.moddit = p.get();
@@ -101,6 +102,10 @@ void measure_heads(const std::vector<uint8_t>& masks, const eval::DenseBlockStat
     if (out)
       eval::video_output_error(*out, out_ref, tokens.video_begin(), tokens.video_tokens(), h, err2,
                                ref2);
+    // A non-finite output (from finite inputs: a backend bug) is refused, not
+    // scored: a NaN norm would compare as a perfect 0.
+    MODDIT_CHECK(std::isfinite(err2) && std::isfinite(ref2), "eval: head ", h,
+                 ": the output or the dense reference is not finite");
     HeadMetrics& hm = cm.heads[h];
     hm.density = dens / B;
     hm.recall = kept / rows;
@@ -185,6 +190,9 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
 
   const int B = info.batch, H = info.heads, D = info.head_dim;
   const int64_t N = info.tokens.total_tokens();
+  // q, k, v, the reference and a policy's output, f32, held at once.
+  check_fits_in_memory(uint64_t(checked_product({5, B, N, H, D, 4}, INT64_MAX, "eval: tensor bytes")),
+                       "eval: the tensors of one (step, layer) (5 x [B, N, H, D] f32)");
   const int num_layers = res.layers.back() + 1;
 
   std::shared_ptr<Backend> backend = make_cpu_backend(res.threads);
@@ -195,7 +203,6 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
   opts.num_heads = H;
   opts.head_dim = D;
   opts.block_size = cfg.block_size;
-  opts.eta = static_cast<float>(cfg.eta);
 
   std::vector<PolicyRun> runs(settings.policies.size());
   std::vector<std::string> vdit_notes;
@@ -213,11 +220,8 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
       inner = make_policy(r.spec, num_layers, H, r);
     }
     r.recorder = std::make_shared<eval::RecordingPolicy>(inner);
-    if (r.spec.kind != "dense") {
-      SessionOptions o = opts;
-      o.eta = static_cast<float>(r.spec.config.eta);
-      r.session = std::make_unique<Session>(info.tokens, o, backend, r.recorder);
-    }
+    if (r.spec.kind != "dense")
+      r.session = std::make_unique<Session>(info.tokens, opts, backend, r.recorder);
   }
   PolicyRun* moddit_run = nullptr;
   PolicyRun* oracle_run = nullptr;
@@ -257,6 +261,11 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
       auto t = Clock::now();
       HostTensor q, k, v;
       source.load(step, layer, q, k, v);
+      // Any source (a file refuses them itself): NaN/Inf inputs are never scored.
+      const std::string where = "eval: step " + std::to_string(step) + " layer " + std::to_string(layer);
+      check_finite(q, where + ": q");
+      check_finite(k, where + ": k");
+      check_finite(v, where + ": v");
       q = as_f32(std::move(q));
       k = as_f32(std::move(k));
       v = as_f32(std::move(v));

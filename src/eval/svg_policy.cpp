@@ -75,10 +75,12 @@ void SvgPolicy::set_inputs(const HostTensor* q, const HostTensor* k, const HostT
 }
 
 void SvgPolicy::build_masks(const CallInfo& call) {
-  if (cached_n_ == call.grid->num_video_blocks) return;
+  // Keyed by the whole token layout and block size (see StaticMaskPolicy).
+  const std::string key = call.tokens->describe() + ", block " + std::to_string(call.grid->block_size);
+  if (cached_for_ == key) return;
   spatial_ = svg_spatial_mask(*call.tokens, *call.grid, target_);
   temporal_ = svg_temporal_mask(*call.tokens, *call.grid, target_);
-  cached_n_ = call.grid->num_video_blocks;
+  cached_for_ = key;
 }
 
 Plan SvgPolicy::plan(const CallInfo& call) {

@@ -45,7 +45,7 @@ class SvgPolicy : public Policy {
   double target_;
   int warmup_, sample_rows_;
   const HostTensor *q_ = nullptr, *k_ = nullptr, *v_ = nullptr;
-  int cached_n_ = -1;
+  std::string cached_for_;  // the token layout and block size the masks were built for
   std::vector<uint8_t> spatial_, temporal_;
 };
 

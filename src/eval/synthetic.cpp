@@ -42,6 +42,7 @@
 #include <sstream>
 
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 
 namespace moddit {
 namespace synthetic {
@@ -239,15 +240,8 @@ struct Scene {
 class SyntheticSource final : public TrajectorySource {
  public:
   explicit SyntheticSource(const SyntheticSpec& spec) : spec_(spec) {
-    MODDIT_CHECK(spec.frames > 0 && spec.height > 0 && spec.width > 0,
-                 "synthetic: frames, height and width must be > 0");
-    MODDIT_CHECK(spec.layers > 0 && spec.heads > 0 && spec.batch > 0 && spec.num_steps > 0,
-                 "synthetic: layers, heads, batch and num_steps must be > 0");
-    MODDIT_CHECK(spec.head_dim >= 16 && spec.head_dim % 2 == 0,
-                 "synthetic: head_dim must be even and >= 16 (3D rotary pairs), got ",
-                 spec.head_dim);
+    spec.validate();
     info_.tokens = synthetic::layout_of(spec);
-    info_.tokens.validate();
     info_.num_steps = spec.num_steps;
     info_.batch = spec.batch;
     info_.heads = spec.heads;
@@ -677,6 +671,30 @@ void SyntheticSource::load(int step, int layer, HostTensor& q, HostTensor& k, Ho
 }
 
 }  // namespace
+
+void SyntheticSpec::validate() const {
+  // The generator keeps per-step, per-(layer, head) and per-batch-item state and
+  // tables per token, all allocated up front: every count is bounded first.
+  const char* grid = "the generator builds per-token tables";
+  check_range(frames, 1, 4096, "synthetic: frames", grid);
+  check_range(height, 1, 4096, "synthetic: height", grid);
+  check_range(width, 1, 4096, "synthetic: width", grid);
+  check_range(text_tokens, 0, 1 << 16, "synthetic: text_tokens");
+  check_range(text_valid, 0, text_tokens, "synthetic: text_valid", "at most text_tokens");
+  check_range(num_steps, 1, 10000, "synthetic: num_steps", "a denoising schedule");
+  check_range(layers, 1, 1000, "synthetic: layers", "the generator keeps per-layer heads");
+  check_range(heads, 1, 1024, "synthetic: heads", "the generator keeps per-head projections");
+  check_range(head_dim, 16, 1024, "synthetic: head_dim", "3D rotary pairs need >= 16");
+  MODDIT_CHECK(head_dim % 2 == 0, "synthetic: head_dim must be even (3D rotary pairs), got ",
+               head_dim);
+  check_range(batch, 1, 64, "synthetic: batch", "the generator keeps one scene per batch item");
+  const TokenLayout t = synthetic::layout_of(*this);
+  t.validate();
+  // q, k and v of one (step, layer) in f32, held at once by every consumer.
+  check_fits_in_memory(uint64_t(checked_product({3, batch, t.total_tokens(), heads, head_dim, 4},
+                                                INT64_MAX, "synthetic: q, k, v bytes")),
+                       "synthetic: q, k and v of one (step, layer)");
+}
 
 std::string SyntheticSpec::describe() const {
   std::ostringstream os;

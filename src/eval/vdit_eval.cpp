@@ -101,8 +101,11 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
   TrajectorySource& calib = twin ? *twin : evaluated;
   const std::string key = calib.info().source + "|bs" + std::to_string(run.block_size) + "|from" +
                           std::to_string(first_step);
+  // Only a synthetic twin is cached: its content is a function of its settings
+  // (the key). A file's "source" metadata does not identify its tensors (two
+  // recordings of one model share it), so a file is measured every time.
   std::shared_ptr<const VditLossTable> table;
-  {
+  if (twin) {
     std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = table_cache.find(key);
     if (it != table_cache.end()) table = it->second;
@@ -111,9 +114,11 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
     std::shared_ptr<Backend> cpu = make_cpu_backend(threads);
     auto t = std::make_shared<VditLossTable>(measure_vdit_candidates(
         {&calib}, *cpu, vdit_eval_search_options(info.tokens, run.block_size, first_step)));
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    table_cache[key] = t;
     table = t;
+    if (twin) {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      table_cache[key] = t;
+    }
   }
   VditConfig c = decide_vdit_for_density(*table, target_density);
   if (note) {

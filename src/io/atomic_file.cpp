@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "io/cleanup_on_signal.hpp"
+#include "io/file_facts.hpp"
 #include "moddit/error.hpp"
 
 namespace moddit {
@@ -26,29 +28,68 @@ std::string parent_dir(const std::string& path) {
   return path.substr(0, slash);
 }
 
-// Makes the rename durable; failure here is not fatal (some file systems refuse
-// fsync on directories), the data itself is already synced.
-void sync_dir(const std::string& dir) {
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return;
-  (void)::fsync(dfd);
-  ::close(dfd);
+// Where a write to `path` lands, and what is there now.
+struct Target {
+  std::string path;
+  bool exists = false;
+  struct stat st {};
+};
+
+Target resolve_target(const std::string& path) {
+  MODDIT_CHECK(!path.empty(), "cannot write a file with an empty path");
+  MODDIT_CHECK(path.back() != '/', "cannot write '", path, "': it names a directory");
+  Target t;
+  t.path = path;
+  struct stat lst {};
+  if (::lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) {
+    // Written through to the final target, which must exist (a dangling link
+    // would otherwise be replaced by a file, or create one somewhere unexpected).
+    char* real = ::realpath(path.c_str(), nullptr);
+    MODDIT_CHECK(real != nullptr, "cannot write '", path, "': it is a symlink whose target does "
+                 "not exist (", errno_text(), ")");
+    t.path = real;
+    std::free(real);
+  }
+  if (::stat(t.path.c_str(), &t.st) == 0) {
+    t.exists = true;
+    MODDIT_CHECK(S_ISREG(t.st.st_mode), "cannot write '", path, "': not a regular file (",
+                 file_kind(t.st.st_mode), "); moddit replaces regular files only");
+  } else {
+    MODDIT_CHECK(errno == ENOENT, "cannot write '", path, "': ", errno_text());
+  }
+  const std::string dir = parent_dir(t.path);
+  struct stat dst {};
+  MODDIT_CHECK(::stat(dir.c_str(), &dst) == 0, "cannot write '", path, "': directory '", dir,
+               "': ", errno_text());
+  MODDIT_CHECK(S_ISDIR(dst.st_mode), "cannot write '", path, "': '", dir, "' is not a directory");
+  MODDIT_CHECK(::access(dir.c_str(), W_OK | X_OK) == 0, "cannot write '", path,
+               "': directory '", dir, "' is not writable: ", errno_text());
+  return t;
 }
 
 }  // namespace
 
+std::string check_output_file(const std::string& path) { return resolve_target(path).path; }
+
 AtomicFile::AtomicFile(const std::string& path) : path_(path) {
-  MODDIT_CHECK(!path.empty(), "cannot write a file with an empty path");
-  MODDIT_CHECK(path.back() != '/', "cannot write '", path, "': it names a directory");
-  std::string templ = path + ".tmp.XXXXXX";
+  const Target t = resolve_target(path);
+  target_ = t.path;
+  std::string templ = target_ + ".tmp.XXXXXX";
   std::vector<char> buf(templ.begin(), templ.end());
   buf.push_back('\0');
   fd_ = ::mkstemp(buf.data());
   MODDIT_CHECK(fd_ >= 0, "cannot write '", path, "': cannot create a temporary file in '",
-               parent_dir(path), "': ", errno_text());
+               parent_dir(target_), "': ", errno_text());
   temp_path_ = buf.data();
-  // mkstemp creates 0600; make the result readable like an ordinary file.
-  (void)::fchmod(fd_, 0644);
+  guard_ = std::make_unique<CleanupOnSignal>(temp_path_);
+  // mkstemp creates 0600: give the file the mode (and owner) of the one it
+  // replaces, or what a new file would get.
+  if (t.exists) {
+    (void)::fchmod(fd_, t.st.st_mode & 07777);
+    if (::geteuid() == 0) (void)::fchown(fd_, t.st.st_uid, t.st.st_gid);
+  } else {
+    (void)::fchmod(fd_, 0666 & ~current_umask());
+  }
   buffer_.resize(kBufferSize);
 }
 
@@ -65,6 +106,7 @@ void AtomicFile::abort() noexcept {
     ::unlink(temp_path_.c_str());
     temp_path_.clear();
   }
+  guard_.reset();
 }
 
 void AtomicFile::flush_buffer() {
@@ -113,16 +155,25 @@ void AtomicFile::commit() {
     abort();
     throw Error("cannot write '" + path_ + "': close failed: " + why);
   }
-  if (::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+  // What is there may have changed while the data was written: still never
+  // replace anything but a regular file.
+  struct stat st {};
+  if (::lstat(target_.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    abort();
+    throw Error("cannot write '" + path_ + "': not a regular file (" + file_kind(st.st_mode) +
+                "); moddit replaces regular files only");
+  }
+  if (::rename(temp_path_.c_str(), target_.c_str()) != 0) {
     const std::string why = errno_text();
     abort();
     throw Error("cannot write '" + path_ + "': rename from temporary file failed: " + why);
   }
   committed_ = true;
   temp_path_.clear();
+  guard_.reset();
   buffer_.clear();
   buffer_.shrink_to_fit();
-  sync_dir(parent_dir(path_));
+  sync_directory(parent_dir(target_));
 }
 
 void write_file_atomic(const std::string& path, const void* data, size_t size) {

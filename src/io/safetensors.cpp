@@ -10,6 +10,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "io/input_file.hpp"
 #include "moddit/error.hpp"
 
 namespace moddit {
@@ -94,103 +95,137 @@ const char* safetensors_dtype_name(DType dtype) {
   throw Error("safetensors: unknown moddit dtype");
 }
 
+SafetensorsHeader parse_safetensors_header(const std::string& header, uint64_t data_size,
+                                           const std::string& path) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(header);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": header is not valid JSON (" + e.what() + ")");
+  }
+  MODDIT_CHECK(j.is_object(), path, ": header is not a JSON object");
+  SafetensorsHeader out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& name = it.key();
+    const nlohmann::json& v = it.value();
+    if (name == "__metadata__") {
+      MODDIT_CHECK(v.is_object(), path, ": __metadata__ is not an object");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        MODDIT_CHECK(m.value().is_string(), path, ": __metadata__ value of '", m.key(),
+                     "' is not a string");
+        out.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    const std::string what = "tensor '" + name + "'";
+    MODDIT_CHECK(v.is_object(), path, ": ", what, " is not a JSON object");
+    MODDIT_CHECK(v.contains("dtype") && v["dtype"].is_string(), path, ": ", what,
+                 " has no string 'dtype'");
+    MODDIT_CHECK(v.contains("shape") && v["shape"].is_array(), path, ": ", what,
+                 " has no array 'shape'");
+    MODDIT_CHECK(v.contains("data_offsets") && v["data_offsets"].is_array() &&
+                     v["data_offsets"].size() == 2,
+                 path, ": ", what, " has no 'data_offsets' pair");
+    SafetensorsEntry e;
+    e.name = name;
+    e.dtype_name = v["dtype"].get<std::string>();
+    const DtypeInfo* dt = find_dtype(e.dtype_name);
+    MODDIT_CHECK(dt != nullptr, path, ": ", what, " has unknown dtype '", e.dtype_name, "'");
+    e.supported = dt->supported;
+    e.dtype = dt->dtype;
+    uint64_t numel = 1;
+    bool overflow = false;
+    for (const auto& d : v["shape"]) {
+      const uint64_t dim = json_uint(d, path, what + " shape entry");
+      MODDIT_CHECK(dim <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), path,
+                   ": ", what, " shape entry too large");
+      e.shape.push_back(static_cast<int64_t>(dim));
+      if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim) overflow = true;
+      numel *= dim;
+    }
+    MODDIT_CHECK(!overflow, path, ": ", what, " shape ", shape_str(e.shape), " is too large");
+    e.begin = json_uint(v["data_offsets"][0], path, what + " data_offsets[0]");
+    e.end = json_uint(v["data_offsets"][1], path, what + " data_offsets[1]");
+    MODDIT_CHECK(e.begin <= e.end, path, ": ", what, " data_offsets [", e.begin, ", ", e.end,
+                 "] are reversed");
+    MODDIT_CHECK(e.end <= data_size, path, ": ", what, " data_offsets [", e.begin, ", ", e.end,
+                 "] go beyond the data section (", data_size, " bytes): file truncated?");
+    const uint64_t expect = numel * static_cast<uint64_t>(dt->size);
+    MODDIT_CHECK(e.nbytes() == expect, path, ": ", what, " shape ", shape_str(e.shape), " ",
+                 e.dtype_name, " needs ", expect, " bytes but data_offsets span ", e.nbytes());
+    out.tensors.push_back(std::move(e));
+  }
+  std::sort(out.tensors.begin(), out.tensors.end(), [](const auto& a, const auto& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  // The data section is covered exactly, in order (a header whose length is one
+  // byte short would otherwise read every tensor one byte off).
+  uint64_t covered = 0;
+  const SafetensorsEntry* prev = nullptr;
+  for (const auto& e : out.tensors) {
+    MODDIT_CHECK(e.begin >= covered, path, ": tensors '", prev ? prev->name : "", "' and '", e.name,
+                 "' overlap in the data section");
+    MODDIT_CHECK(e.begin == covered, path, ": a gap of ", e.begin - covered,
+                 " bytes in the data section before tensor '", e.name, "' (at byte ", covered,
+                 ")");
+    covered = e.end;
+    prev = &e;
+  }
+  MODDIT_CHECK(covered == data_size, path, ": ", data_size - covered,
+               " trailing bytes after the last tensor in the data section (", data_size,
+               " bytes, tensors cover ", covered, "): header length or offsets are wrong");
+  return out;
+}
+
 SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  MODDIT_CHECK(fd_ >= 0, path, ": cannot open: ", std::strerror(errno));
+  fd_ = open_input_file(path, "safetensors file");
   try {
     struct stat st {};
     MODDIT_CHECK(::fstat(fd_, &st) == 0, path, ": cannot stat: ", std::strerror(errno));
-    MODDIT_CHECK(S_ISREG(st.st_mode), path, ": not a regular file");
-    const uint64_t file_size = static_cast<uint64_t>(st.st_size);
-    MODDIT_CHECK(file_size >= 8, path, ": file too short for safetensors (", file_size,
-                 " bytes, the header length alone takes 8)");
-    uint8_t len_bytes[8];
-    pread_all(fd_, len_bytes, 8, 0, path);
-    const uint64_t header_len = read_le64(len_bytes);
-    MODDIT_CHECK(header_len >= 2, path, ": header length ", header_len, " is too small");
-    MODDIT_CHECK(header_len <= kMaxHeaderBytes, path, ": header length ", header_len,
-                 " bytes is implausibly large (limit ", kMaxHeaderBytes, ")");
-    MODDIT_CHECK(header_len <= file_size - 8, path, ": header length ", header_len,
-                 " goes beyond the end of the file (", file_size, " bytes): truncated or not safetensors");
-    std::string header(static_cast<size_t>(header_len), '\0');
-    pread_all(fd_, header.data(), header.size(), 8, path);
-    data_start_ = 8 + header_len;
-    const uint64_t data_size = file_size - data_start_;
-
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(header);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(path + ": header is not valid JSON (" + e.what() + ")");
-    }
-    MODDIT_CHECK(j.is_object(), path, ": header is not a JSON object");
-
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      const std::string& name = it.key();
-      const nlohmann::json& v = it.value();
-      if (name == "__metadata__") {
-        MODDIT_CHECK(v.is_object(), path, ": __metadata__ is not an object");
-        for (auto m = v.begin(); m != v.end(); ++m) {
-          MODDIT_CHECK(m.value().is_string(), path, ": __metadata__ value of '", m.key(),
-                       "' is not a string");
-          metadata_[m.key()] = m.value().get<std::string>();
-        }
-        continue;
-      }
-      const std::string what = "tensor '" + name + "'";
-      MODDIT_CHECK(v.is_object(), path, ": ", what, " is not a JSON object");
-      MODDIT_CHECK(v.contains("dtype") && v["dtype"].is_string(), path, ": ", what,
-                   " has no string 'dtype'");
-      MODDIT_CHECK(v.contains("shape") && v["shape"].is_array(), path, ": ", what,
-                   " has no array 'shape'");
-      MODDIT_CHECK(v.contains("data_offsets") && v["data_offsets"].is_array() &&
-                       v["data_offsets"].size() == 2,
-                   path, ": ", what, " has no 'data_offsets' pair");
-      SafetensorsEntry e;
-      e.name = name;
-      e.dtype_name = v["dtype"].get<std::string>();
-      const DtypeInfo* dt = find_dtype(e.dtype_name);
-      MODDIT_CHECK(dt != nullptr, path, ": ", what, " has unknown dtype '", e.dtype_name, "'");
-      e.supported = dt->supported;
-      e.dtype = dt->dtype;
-      uint64_t numel = 1;
-      bool overflow = false;
-      for (const auto& d : v["shape"]) {
-        const uint64_t dim = json_uint(d, path, what + " shape entry");
-        MODDIT_CHECK(dim <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), path,
-                     ": ", what, " shape entry too large");
-        e.shape.push_back(static_cast<int64_t>(dim));
-        if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim) overflow = true;
-        numel *= dim;
-      }
-      MODDIT_CHECK(!overflow, path, ": ", what, " shape ", shape_str(e.shape), " is too large");
-      e.begin = json_uint(v["data_offsets"][0], path, what + " data_offsets[0]");
-      e.end = json_uint(v["data_offsets"][1], path, what + " data_offsets[1]");
-      MODDIT_CHECK(e.begin <= e.end, path, ": ", what, " data_offsets [", e.begin, ", ", e.end,
-                   "] are reversed");
-      MODDIT_CHECK(e.end <= data_size, path, ": ", what, " data_offsets [", e.begin, ", ", e.end,
-                   "] go beyond the data section (", data_size, " bytes): file truncated?");
-      const uint64_t expect = numel * static_cast<uint64_t>(dt->size);
-      MODDIT_CHECK(e.nbytes() == expect, path, ": ", what, " shape ", shape_str(e.shape), " ",
-                   e.dtype_name, " needs ", expect, " bytes but data_offsets span ", e.nbytes());
-      entries_.push_back(std::move(e));
-    }
-    std::sort(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
-      return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-    });
-    const SafetensorsEntry* prev = nullptr;
-    for (const auto& e : entries_) {
-      if (e.nbytes() == 0) continue;
-      MODDIT_CHECK(prev == nullptr || e.begin >= prev->end, path, ": tensors '", prev->name,
-                   "' and '", e.name, "' overlap in the data section");
-      prev = &e;
-    }
-    for (size_t i = 0; i < entries_.size(); ++i) index_[entries_[i].name] = i;
+    open_header(static_cast<uint64_t>(st.st_size));
   } catch (...) {
     ::close(fd_);
     fd_ = -1;
     throw;
   }
+}
+
+SafetensorsReader::SafetensorsReader(std::shared_ptr<const std::string> bytes,
+                                     const std::string& name)
+    : path_(name), bytes_(std::move(bytes)) {
+  MODDIT_CHECK(bytes_ != nullptr, name, ": no bytes given");
+  open_header(bytes_->size());
+}
+
+void SafetensorsReader::read_at(void* dst, size_t size, uint64_t offset) const {
+  if (!bytes_) {
+    pread_all(fd_, dst, size, offset, path_);
+    return;
+  }
+  MODDIT_CHECK(offset <= bytes_->size() && size <= bytes_->size() - offset, path_,
+               ": file is truncated (unexpected end of file at byte ", bytes_->size(), ")");
+  if (size) std::memcpy(dst, bytes_->data() + offset, size);
+}
+
+void SafetensorsReader::open_header(uint64_t file_size) {
+  const std::string& path = path_;
+  MODDIT_CHECK(file_size >= 8, path, ": file too short for safetensors (", file_size,
+               " bytes, the header length alone takes 8)");
+  uint8_t len_bytes[8];
+  read_at(len_bytes, 8, 0);
+  const uint64_t header_len = read_le64(len_bytes);
+  MODDIT_CHECK(header_len >= 2, path, ": header length ", header_len, " is too small");
+  MODDIT_CHECK(header_len <= kMaxHeaderBytes, path, ": header length ", header_len,
+               " bytes is implausibly large (limit ", kMaxHeaderBytes, ")");
+  MODDIT_CHECK(header_len <= file_size - 8, path, ": header length ", header_len,
+               " goes beyond the end of the file (", file_size, " bytes): truncated or not safetensors");
+  std::string header(static_cast<size_t>(header_len), '\0');
+  read_at(header.data(), header.size(), 8);
+  data_start_ = 8 + header_len;
+  SafetensorsHeader h = parse_safetensors_header(header, file_size - data_start_, path);
+  entries_ = std::move(h.tensors);
+  metadata_ = std::move(h.metadata);
+  for (size_t i = 0; i < entries_.size(); ++i) index_[entries_[i].name] = i;
 }
 
 SafetensorsReader::~SafetensorsReader() {
@@ -211,7 +246,7 @@ const SafetensorsEntry& SafetensorsReader::at(const std::string& name) const {
 void SafetensorsReader::read_raw(const SafetensorsEntry& e, void* dst, size_t dst_size) const {
   MODDIT_CHECK(dst_size == e.nbytes(), path_, ": tensor '", e.name, "' has ", e.nbytes(),
                " bytes, destination has ", dst_size);
-  pread_all(fd_, dst, dst_size, data_start_ + e.begin, path_);
+  read_at(dst, dst_size, data_start_ + e.begin);
 }
 
 std::vector<uint8_t> SafetensorsReader::read_bytes(const std::string& name) const {

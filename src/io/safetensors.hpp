@@ -35,10 +35,27 @@ struct SafetensorsEntry {
   uint64_t nbytes() const { return end - begin; }
 };
 
+// A parsed and validated header. As the reference implementation
+// (huggingface/safetensors) checks, the tensors, in data-offset order, cover the
+// data section exactly: the first begins at 0, each begins where the previous
+// ends (no gap, no overlap) and the last ends at the end of the data (no
+// trailing bytes); each spans exactly its shape's bytes.
+struct SafetensorsHeader {
+  std::vector<SafetensorsEntry> tensors;  // in data-offset order
+  std::map<std::string, std::string> metadata;
+};
+// `json` is the header text, `data_size` the bytes after it; errors name `name`.
+// A plain function of its inputs (fuzzed in CI).
+SafetensorsHeader parse_safetensors_header(const std::string& json, uint64_t data_size,
+                                           const std::string& name);
+
 class SafetensorsReader {
  public:
   // Opens and validates the whole header (throws moddit::Error naming the file).
+  // Only a regular file is opened (a FIFO or device is refused at once).
   explicit SafetensorsReader(const std::string& path);
+  // The same over a whole file's bytes in memory; `name` stands for the path.
+  SafetensorsReader(std::shared_ptr<const std::string> bytes, const std::string& name);
   ~SafetensorsReader();
   SafetensorsReader(const SafetensorsReader&) = delete;
   SafetensorsReader& operator=(const SafetensorsReader&) = delete;
@@ -58,8 +75,12 @@ class SafetensorsReader {
   std::vector<float> read_f32(const std::string& name) const;
 
  private:
+  void open_header(uint64_t file_size);
+  void read_at(void* dst, size_t size, uint64_t offset) const;
+
   std::string path_;
   int fd_ = -1;
+  std::shared_ptr<const std::string> bytes_;  // instead of fd_: an in-memory file
   uint64_t data_start_ = 0;
   std::vector<SafetensorsEntry> entries_;
   std::map<std::string, size_t> index_;

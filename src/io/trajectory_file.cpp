@@ -52,7 +52,10 @@ bool parse_tensor_name(const std::string& name, int& kind, int& step, int& layer
 
 class TrajectoryFile final : public TrajectorySource {
  public:
-  explicit TrajectoryFile(const std::string& path) : reader_(path) { validate(); }
+  explicit TrajectoryFile(std::unique_ptr<SafetensorsReader> reader) : owned_(std::move(reader)),
+                                                                       reader_(*owned_) {
+    validate();
+  }
 
   const TrajectoryInfo& info() const override { return info_; }
 
@@ -69,6 +72,8 @@ class TrajectoryFile final : public TrajectorySource {
                          t.shape[3] == shape_[3] && t.bytes.size() == e->nbytes();
       if (!reuse) t = HostTensor(dtype_, shape_[0], shape_[1], shape_[2], shape_[3]);
       reader_.read_raw(*e, t.bytes.data(), t.bytes.size());
+      // Refused when read: a NaN or Inf would be scored (a NaN norm compares as 0).
+      check_finite(t, reader_.path() + ": tensor '" + name + "'");
     }
   }
 
@@ -191,7 +196,8 @@ class TrajectoryFile final : public TrajectorySource {
     info_.head_dim = static_cast<int>(shape_[3]);
   }
 
-  SafetensorsReader reader_;
+  std::unique_ptr<SafetensorsReader> owned_;
+  SafetensorsReader& reader_;
   TrajectoryInfo info_;
   int64_t shape_[4] = {0, 0, 0, 0};
   DType dtype_ = DType::F32;
@@ -200,11 +206,17 @@ class TrajectoryFile final : public TrajectorySource {
 }  // namespace
 
 std::unique_ptr<TrajectorySource> open_trajectory(const std::string& path) {
-  return std::make_unique<TrajectoryFile>(path);
+  return std::make_unique<TrajectoryFile>(std::make_unique<SafetensorsReader>(path));
+}
+
+std::unique_ptr<TrajectorySource> open_trajectory_bytes(std::shared_ptr<const std::string> bytes,
+                                                        const std::string& name) {
+  return std::make_unique<TrajectoryFile>(std::make_unique<SafetensorsReader>(std::move(bytes), name));
 }
 
 void write_trajectory(TrajectorySource& source, const std::string& path, DType dtype,
                       void (*progress)(int done, int total)) {
+  check_output_file(path);  // before the first tensor is generated or read
   const TrajectoryInfo& info = source.info();
   const TokenLayout& L = info.tokens;
   L.validate();

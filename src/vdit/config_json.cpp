@@ -2,14 +2,16 @@
 // load, written atomically. The per-step decisions are written one line per
 // (step, layer) so the file stays readable for real models (50 x 40 x 40 heads).
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "moddit/error.hpp"
+#include "moddit/size_limits.hpp"
 #include "moddit/sparse_vdit.hpp"
 #include "io/atomic_file.hpp"
+#include "io/input_file.hpp"
+#include "io/json_number.hpp"
 
 namespace moddit {
 
@@ -33,8 +35,8 @@ VditHeadChoice head_from_json(const json& j) {
                  "unknown key \"", it.key(), "\" in a head entry");
   VditHeadChoice c;
   c.mode = vdit_mode_from_string(j["mode"].get<std::string>());
-  if (j.contains("window")) c.window = j["window"].get<int>();
-  if (j.contains("stripes")) c.stripes = j["stripes"].get<std::vector<int32_t>>();
+  if (j.contains("window")) c.window = json_int32(j["window"], "window", 0);
+  if (j.contains("stripes")) c.stripes = json_int_list(j["stripes"], "stripes", 0);
   return c;
 }
 
@@ -119,43 +121,57 @@ VditConfig vdit_config_from_json(const std::string& text) {
                 "mean_density", "steps"});
     MODDIT_CHECK(need(j, "format", "config") == kFormat, "not a Sparse-vDiT config (format is ",
                  j["format"].dump(), ", expected \"", kFormat, "\")");
-    const int version = need(j, "version", "config").get<int>();
+    const int version = json_int32(need(j, "version", "config"), "version");
     MODDIT_CHECK(version == VditConfig::kVersion, "Sparse-vDiT config version ", version,
                  " is not supported (this moddit reads version ", VditConfig::kVersion, ")");
+    // Every number through the strict readers (io/json_number.hpp): nothing wraps
+    // or truncates; validate() then checks the ranges that depend on each other.
+    const auto int_of = [](const json& o, const char* key, const char* where, int min = 0) {
+      return json_int32(need(o, key, where), std::string(where) + "." + key, min);
+    };
     VditConfig c;
     const json& m = need(j, "model", "config");
     check_keys(m, "model", {"num_layers", "num_heads", "head_dim", "num_steps"});
-    c.shape.num_layers = need(m, "num_layers", "model").get<int>();
-    c.shape.num_heads = need(m, "num_heads", "model").get<int>();
-    c.shape.head_dim = need(m, "head_dim", "model").get<int>();
-    c.shape.num_steps = need(m, "num_steps", "model").get<int>();
+    c.shape.num_layers = int_of(m, "num_layers", "model");
+    c.shape.num_heads = int_of(m, "num_heads", "model");
+    c.shape.head_dim = int_of(m, "head_dim", "model");
+    c.shape.num_steps = int_of(m, "num_steps", "model");
     const json& t = need(j, "tokens", "config");
     check_keys(t, "tokens", {"frames", "height", "width", "text_tokens", "text_valid", "text_position"});
-    c.shape.tokens.frames = need(t, "frames", "tokens").get<int64_t>();
-    c.shape.tokens.height = need(t, "height", "tokens").get<int64_t>();
-    c.shape.tokens.width = need(t, "width", "tokens").get<int64_t>();
-    c.shape.tokens.text_tokens = need(t, "text_tokens", "tokens").get<int64_t>();
-    c.shape.tokens.text_valid = need(t, "text_valid", "tokens").get<int64_t>();
-    c.shape.tokens.text_position =
-        text_position_from_string(need(t, "text_position", "tokens").get<std::string>());
-    c.shape.block_size = need(j, "block_size", "config").get<int>();
+    const auto token_count = [&](const char* key) {
+      return json_int(need(t, key, "tokens"), std::string("tokens.") + key, 0, kMaxTokens);
+    };
+    c.shape.tokens.frames = token_count("frames");
+    c.shape.tokens.height = token_count("height");
+    c.shape.tokens.width = token_count("width");
+    c.shape.tokens.text_tokens = token_count("text_tokens");
+    c.shape.tokens.text_valid = token_count("text_valid");
+    c.shape.tokens.text_position = text_position_from_string(
+        json_string(need(t, "text_position", "tokens"), "tokens.text_position"));
+    c.shape.block_size = int_of(j, "block_size", "config");
     if (j.contains("search")) {
       const json& s = j["search"];
       check_keys(s, "search", {"lambda", "eps", "loss", "modes", "diagonal_windows",
                                "multi_diagonal_windows", "stripe_counts", "stripe_sample_rows",
                                "first_step"});
-      if (s.contains("lambda")) c.search.lambda = s["lambda"].get<double>();
-      if (s.contains("eps")) c.search.eps = s["eps"].get<double>();
+      if (s.contains("lambda")) c.search.lambda = json_real(s["lambda"], "search.lambda");
+      if (s.contains("eps")) c.search.eps = json_real(s["eps"], "search.eps");
       if (s.contains("modes")) {
+        MODDIT_CHECK(s["modes"].is_array(), "search.modes must be an array of mode names");
         c.search.modes.clear();
-        for (const auto& name : s["modes"]) c.search.modes.push_back(vdit_mode_from_string(name));
+        for (const auto& name : s["modes"])
+          c.search.modes.push_back(vdit_mode_from_string(json_string(name, "search.modes")));
       }
-      if (s.contains("diagonal_windows")) c.search.diagonal_windows = s["diagonal_windows"].get<std::vector<int>>();
+      if (s.contains("diagonal_windows"))
+        c.search.diagonal_windows = json_int_list(s["diagonal_windows"], "search.diagonal_windows");
       if (s.contains("multi_diagonal_windows"))
-        c.search.multi_diagonal_windows = s["multi_diagonal_windows"].get<std::vector<int>>();
-      if (s.contains("stripe_counts")) c.search.stripe_counts = s["stripe_counts"].get<std::vector<int>>();
-      if (s.contains("stripe_sample_rows")) c.search.stripe_sample_rows = s["stripe_sample_rows"].get<int>();
-      if (s.contains("first_step")) c.search.first_step = s["first_step"].get<int>();
+        c.search.multi_diagonal_windows =
+            json_int_list(s["multi_diagonal_windows"], "search.multi_diagonal_windows");
+      if (s.contains("stripe_counts"))
+        c.search.stripe_counts = json_int_list(s["stripe_counts"], "search.stripe_counts");
+      if (s.contains("stripe_sample_rows"))
+        c.search.stripe_sample_rows = json_int32(s["stripe_sample_rows"], "search.stripe_sample_rows");
+      if (s.contains("first_step")) c.search.first_step = json_int32(s["first_step"], "search.first_step");
       c.search.block_size = c.shape.block_size;
     }
     if (j.contains("calibration")) c.calibration = j["calibration"].get<std::vector<std::string>>();
@@ -163,9 +179,12 @@ VditConfig vdit_config_from_json(const std::string& text) {
     MODDIT_CHECK(steps.is_array(), "\"steps\" must be an array");
     for (const json& st : steps) {
       check_keys(st, "steps[]", {"step", "layers"});
-      c.steps.push_back(need(st, "step", "steps[]").get<int>());
+      c.steps.push_back(json_int32(need(st, "step", "steps[]"), "steps[].step", 0));
       std::vector<std::vector<VditHeadChoice>> layers;
-      for (const json& layer : need(st, "layers", "steps[]")) {
+      const json& ls = need(st, "layers", "steps[]");
+      MODDIT_CHECK(ls.is_array(), "steps[].layers must be an array of layers");
+      for (const json& layer : ls) {
+        MODDIT_CHECK(layer.is_array(), "steps[].layers[] must be an array of head entries");
         std::vector<VditHeadChoice> heads;
         for (const json& h : layer) heads.push_back(head_from_json(h));
         layers.push_back(std::move(heads));
@@ -180,12 +199,9 @@ VditConfig vdit_config_from_json(const std::string& text) {
 }
 
 VditConfig load_vdit_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MODDIT_CHECK(in.good(), "cannot open Sparse-vDiT config '", path, "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  const std::string text = read_input_file(path, "Sparse-vDiT config");
   try {
-    return vdit_config_from_json(ss.str());
+    return vdit_config_from_json(text);
   } catch (const Error& e) {
     throw Error(path + ": " + e.what());
   }

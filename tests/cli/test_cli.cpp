@@ -10,55 +10,15 @@
 #include <random>
 #include <sstream>
 
+#include "cli/cli_test_util.hpp"
 #include "moddit/trajectory.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct ProcessResult {
-  int rc = -1;
-  std::string out, err;
-};
-
-class CliTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::random_device rd;
-    dir_ = fs::temp_directory_path() / ("moddit_cli_test_" + std::to_string(rd()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  ProcessResult run(const std::string& args) {
-    const std::string bin = std::string(MODDIT_BINARY_DIR) + "/cli/moddit";
-    const std::string out = (dir_ / "stdout.txt").string(), err = (dir_ / "stderr.txt").string();
-    const std::string cmd = "'" + bin + "' " + args + " >'" + out + "' 2>'" + err + "'";
-    const int status = std::system(cmd.c_str());
-    ProcessResult r;
-    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
-  }
-  static std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  // Exactly one line on stderr, "moddit: error: ...", exit status 1.
-  static void expect_one_line_error(const ProcessResult& r, const std::string& needle) {
-    EXPECT_EQ(r.rc, 1) << r.err;
-    ASSERT_FALSE(r.err.empty());
-    EXPECT_EQ(r.err.rfind("moddit: error: ", 0), 0u) << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  fs::path dir_;
-};
+using moddit::test::ProcessResult;
+class CliTest : public moddit::test::CliFixture {};
 
 const char* kTiny =
     "--steps 8 --warmup 4 --interval 2 --layers 1 --heads 2 --frames 2 --height 8 --width 16 "

@@ -19,12 +19,14 @@ class FakeBackend : public moddit::Backend {
   moddit::Device device() const override { return moddit::Device::CPU; }
   int64_t launches() const override { return launches_; }
   int zero_calls = 0;
+  std::vector<moddit::Precision> precisions;  // of every call, in order
 
   void attention(const moddit::AttentionCall& c) override {
     using namespace moddit;
     const BlockGrid grid = make_block_grid(*c.tokens, c.block_size);
     const AttentionParams p = prepare_params(c, grid);
     ++launches_;
+    precisions.push_back(p.precision);
     const int N = p.seq_len, D = p.head_dim, nb = p.num_blocks, n = p.num_video_blocks;
     std::vector<float> qr(D), kr(D), vr(D), o(D), s(N);
     std::vector<uint8_t> live(nb);

@@ -34,6 +34,8 @@ TEST(ModditConfig, RoundTripsEveryField) {
   c.refresh = "dense";
   c.dense_layers = {0, 5};
   c.device_step = false;
+  c.precision = "fp8";
+  c.warmup_precision = "fp8";
   const ModditConfig r = moddit_config_from_json(moddit_config_to_json(c));
   EXPECT_EQ(r.block_size, c.block_size);
   EXPECT_EQ(r.eta, c.eta);
@@ -46,6 +48,8 @@ TEST(ModditConfig, RoundTripsEveryField) {
   EXPECT_EQ(r.refresh, c.refresh);
   EXPECT_EQ(r.dense_layers, c.dense_layers);
   EXPECT_EQ(r.device_step, c.device_step);
+  EXPECT_EQ(r.precision, c.precision);
+  EXPECT_EQ(r.warmup_precision, c.warmup_precision);
   // An empty object gives the defaults; a partial one overrides only its keys.
   const ModditConfig d = moddit_config_from_json("{}");
   EXPECT_EQ(moddit_config_to_json(d), moddit_config_to_json(ModditConfig{}));
@@ -75,6 +79,9 @@ TEST(ModditConfig, RejectsEveryBadKeyByName) {
   expect_error(R"({"dense_layers": [0, "1"]})", "dense_layers");
   expect_error(R"({"dense_layers": [-1]})", "dense_layers");
   expect_error(R"({"device_step": 1})", "device_step");
+  expect_error(R"({"precision": "int8"})", "precision");
+  expect_error(R"({"precision": 8})", "precision");
+  expect_error(R"({"warmup_precision": "bf16"})", "warmup_precision");
   expect_error(R"([1, 2])", "object");
   expect_error(R"({"eta": )", "JSON");
 }

@@ -104,7 +104,6 @@ RunResult run(std::shared_ptr<Backend> backend, bool device_step) {
   o.num_heads = 2;
   o.head_dim = 16;
   o.block_size = 64;
-  o.eta = 1e-2f;
   ModditConfig c;
   c.block_size = 64;
   c.eta = 1e-2;

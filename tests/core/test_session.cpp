@@ -33,7 +33,6 @@ SessionOptions small_options() {
   o.num_heads = 3;
   o.head_dim = 16;
   o.block_size = 64;
-  o.eta = 1e-2f;
   return o;
 }
 
@@ -201,6 +200,54 @@ TEST(Session, SkippedHeadsAreZeroedWithoutALaunchAndMapsStartAtMinusOne) {
   load_row_f32(out.view(), 0, 5, 0, row.data());
   EXPECT_NE(row[0], 0.f);
   EXPECT_NEAR(s.history().back().density, 2.0 / 3.0, 1e-12);
+}
+
+// A call's precision: the policy's (MOD-DiT: warmup_precision for the plain
+// dense calls, precision for the others), else the Session's.
+TEST(Session, PrecisionComesFromThePolicyOrTheSession) {
+  const TokenLayout tokens = small_tokens();
+  SessionOptions o = small_options();
+  std::mt19937 rng(43);
+  const int64_t N = tokens.total_tokens();
+  HostTensor q = random_tensor(rng, 1, N, 3, 16, 1.f), k = random_tensor(rng, 1, N, 3, 16, 1.f),
+             v = random_tensor(rng, 1, N, 3, 16, 1.f), out = random_tensor(rng, 1, N, 3, 16, 1.f);
+  {
+    ModditConfig c = small_config();  // warm-up 4 (records at 2, 3), layer 0 dense
+    c.precision = "fp8";
+    auto backend = std::make_shared<FakeBackend>();
+    auto policy = std::make_shared<ModditPolicy>(c, o.num_layers, o.num_heads);
+    Session s(tokens, o, backend, policy);
+    std::vector<Precision> want;
+    for (int step = 0; step < 6; ++step) {
+      s.begin_step(step);
+      for (int layer = 0; layer < 2; ++layer) {
+        const size_t before = backend->precisions.size();
+        s.attention(layer, q.view(), k.view(), v.view(), out.view());
+        const Precision p = layer == 1 && step >= 2 ? Precision::FP8 : Precision::Exact;
+        for (size_t i = before; i < backend->precisions.size(); ++i)
+          EXPECT_EQ(backend->precisions[i], p) << "step " << step << " layer " << layer;
+        EXPECT_EQ(s.plain_dense(layer, 1), layer == 0 || step < 2) << step;
+      }
+    }
+    c.warmup_precision = "fp8";
+    ModditPolicy fp8_warmup(c, o.num_layers, o.num_heads);
+    CallInfo info;
+    info.num_steps = o.num_steps;
+    info.num_heads = o.num_heads;
+    info.batch = 1;
+    info.tokens = &tokens;
+    const BlockGrid grid = make_block_grid(tokens, o.block_size);
+    info.grid = &grid;
+    EXPECT_EQ(fp8_warmup.plan(info).precision, Precision::FP8);  // step 0: plain dense, FP8
+    EXPECT_FALSE(fp8_warmup.plain_dense(info));  // not the caller's exact attention
+  }
+  o.precision = Precision::FP8;
+  auto backend = std::make_shared<FakeBackend>();
+  Session s(tokens, o, backend, std::make_shared<SkipOnePolicy>());
+  s.begin_step(0);
+  s.attention(0, q.view(), k.view(), v.view(), out.view());
+  ASSERT_EQ(backend->precisions.size(), 1u);
+  EXPECT_EQ(backend->precisions[0], Precision::FP8);
 }
 
 TEST(Session, ValidatesInputsWithClearErrors) {

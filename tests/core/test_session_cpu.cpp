@@ -27,7 +27,6 @@ TEST(SessionCpu, FullScheduleMatchesTheNaiveBackend) {
   o.num_heads = 2;
   o.head_dim = 16;
   o.block_size = 64;
-  o.eta = 1e-2f;
   ModditConfig cfg;
   cfg.block_size = 64;
   cfg.eta = 1e-2;

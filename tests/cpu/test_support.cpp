@@ -94,6 +94,7 @@ AttentionCall Instance::call() const {
   c.lse = problem.want_lse ? const_cast<float*>(lse.data()) : nullptr;
   c.map_counts = problem.want_map ? const_cast<int32_t*>(counts.data()) : nullptr;
   c.eta = problem.eta;
+  c.precision = problem.precision;
   return c;
 }
 

@@ -40,6 +40,7 @@ struct Problem {
   float softmax_scale = 0.f;
   bool want_lse = true, want_map = true;
   float q_scale = 1.f, k_scale = 1.f, v_scale = 1.f;
+  moddit::Precision precision = moddit::Precision::Exact;
 
   int64_t N() const { return tokens.total_tokens(); }
   int num_blocks() const;

@@ -133,7 +133,13 @@ TEST(EvalReport, SyntheticSettingsParsing) {
   EXPECT_EQ(s.text_position, "after");
   EXPECT_THROW(apply_synthetic_settings({"frame=3"}, s), Error);
   EXPECT_THROW(apply_synthetic_settings({"frames=x"}, s), Error);
-  EXPECT_THROW(apply_synthetic_settings({"frames=0"}, s), Error);
+  // Ranges are SyntheticSpec::validate()'s (run by make_synthetic), one source for
+  // the CLI flags and the key=value settings.
+  SyntheticSpec zero;
+  apply_synthetic_settings({"frames=0"}, zero);
+  EXPECT_THROW(zero.validate(), Error);
+  EXPECT_THROW(make_synthetic(zero), Error);
+  EXPECT_THROW(apply_synthetic_settings({"frames=99999999999"}, s), Error);  // not an int
   EXPECT_THROW(apply_synthetic_settings({"text_position=middle"}, s), Error);
 }
 

@@ -212,3 +212,46 @@ def test_cupy_and_jax_inputs_on_cuda():
         assert rel_err(out.float().cpu().numpy(), ref) < F16_TOL
     if cupy is None and not gpus:
         pytest.skip("neither CuPy nor JAX with a GPU is installed")
+
+
+def test_cached_layout_is_checked_against_every_calls_batch():
+    # Issue 13: the CUDA backend caches layouts by content; a layout made for
+    # batch 1, used once at batch 1, must be refused at batch 2 (it was run with
+    # garbage for batch item 1 and invalid reads).
+    import torch
+
+    tokens = moddit.TokenLayout(frames=3, height=15, width=21)
+    grid = moddit.make_block_grid(tokens, 128)
+    mask = moddit.BlockMask(1, 2, grid.num_blocks, grid.num_blocks)
+    rng = np.random.default_rng()
+    mask.bits[...] = rng.random(mask.bits.shape) < 0.4
+    for i in range(grid.num_blocks):
+        mask.bits[:, :, i, i] = 1
+    layout = moddit.to_layout(mask)
+    q1, k1, v1 = _qkv(torch, 1, tokens.total_tokens, 2, 128, torch.bfloat16)
+    moddit.sparse_attention(q1, k1, v1, layout, tokens)  # valid: now cached
+    q2, k2, v2 = _qkv(torch, 2, tokens.total_tokens, 2, 128, torch.bfloat16)
+    with pytest.raises(moddit.Error, match="batch 1"):
+        moddit.sparse_attention(q2, k2, v2, layout, tokens)
+    torch.cuda.synchronize()
+
+
+def test_moddit_state_refuses_a_second_cuda_backend():
+    import torch
+
+    tokens = moddit.TokenLayout(frames=2, height=16, width=32)
+    policy = moddit.make_policy("moddit", 1, 2, warmup_steps=2, interval=2)
+    a, b = moddit.cuda_backend(0), moddit.cuda_backend(0)  # two instances on one device
+    sa = moddit.Session(tokens, policy, device=a, num_steps=6, num_layers=1, num_heads=2,
+                        head_dim=128)
+    sb = moddit.Session(tokens, policy, device=b, num_steps=6, num_layers=1, num_heads=2,
+                        head_dim=128)
+    q, k, v = _qkv(torch, 1, tokens.total_tokens, 2, 128, torch.bfloat16)
+    sa.begin_step(0)
+    sa.attention(0, q, k, v)  # a record: the state is made on backend a
+    sb.begin_step(1)
+    with pytest.raises(moddit.Error, match="another backend"):
+        sb.attention(0, q, k, v)
+    sa.begin_step(1)
+    sa.attention(0, q, k, v)
+    torch.cuda.synchronize()

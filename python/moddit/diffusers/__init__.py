@@ -72,7 +72,11 @@ def enable(pipe, policy: Any = "moddit", *, config: Any = None, num_steps: Optio
     (default) the faster of the two on the device (moddit's dense kernel on
     Hopper at head dim 128 with 128-token blocks, SDPA otherwise), "sdpa" the
     model's own attention (cuDNN / FlashAttention), "moddit" moddit's dense kernel.
-    num_steps: the schedule length when `pipe` is a bare
+    precision / warmup_precision: "exact" (default) or "fp8" (e4m3 attention on
+    Hopper, docs/CONFIG.md): with "moddit", precision covers the record, sparse
+    and refresh steps and warmup_precision the dense warm-up calls (those then
+    run on moddit's FP8 kernel, never SDPA); other policies take precision for
+    every call. num_steps: the schedule length when `pipe` is a bare
     transformer (a pipeline's scheduler tells it otherwise). report: True prints
     the summary after every pipeline call (to stderr); a callable receives it.
     parallel: sequence parallelism (docs/PARALLEL.md). "auto" (default) follows

@@ -79,6 +79,16 @@ class Controller:
         self.dense_calls = str(config_kw.pop("dense_calls", "auto"))
         if self.dense_calls not in ("auto", "sdpa", "moddit"):
             raise ValueError(f"dense_calls must be 'auto', 'sdpa' or 'moddit', got {self.dense_calls!r}")
+        # precision / warmup_precision are MOD-DiT config keys for "moddit"; other
+        # policies take precision as the Session's.
+        self.precision = None
+        if not (isinstance(policy, str) and policy.lower().replace("-", "_") in ("moddit", "mod_dit")):
+            self.precision = config_kw.pop("precision", None)
+            if "warmup_precision" in config_kw:
+                raise ValueError("warmup_precision applies to policy 'moddit' (its dense warm-up "
+                                 "calls); use precision= with other policies")
+            if policy == "sdpa" and self.precision not in (None, "exact"):
+                raise ValueError("policy 'sdpa' runs diffusers' own attention: precision does not apply")
         self.policy_spec = (policy, config, config_kw)
         self.modules = family.attention_modules(model)
         self.num_layers = len(self.modules)
@@ -86,7 +96,6 @@ class Controller:
         self.num_heads = int(first.heads)
         self.head_dim = int(first.to_q.out_features) // self.num_heads
         self.block_size = int(config_kw.get("block_size", 128))
-        self.eta = float(config_kw.get("eta", 1e-4))
 
         # Dense-equivalent runs (policy "sdpa") use diffusers' own attention.
         self.use_moddit = not (isinstance(policy, str) and policy == "sdpa")
@@ -118,10 +127,7 @@ class Controller:
             policy, config, kw = self.policy_spec
             kw = {k: v for k, v in kw.items() if k not in ("num_steps",)}
             self.policy = _api.make_policy(policy, self.num_layers, self.num_heads, config, **kw)
-            if isinstance(self.policy, _C.ModditPolicy):
-                self.block_size = self.policy.config.block_size
-                self.eta = self.policy.config.eta
-            elif isinstance(self.policy, _C.SparseVditPolicy):
+            if isinstance(self.policy, (_C.ModditPolicy, _C.SparseVditPolicy)):
                 self.block_size = self.policy.config.block_size
         return self.policy
 
@@ -135,7 +141,7 @@ class Controller:
                 tokens, policy, device=str(device) if device.type == "cuda" else "cpu",
                 num_steps=self.tracker.schedule_length(), num_layers=self.num_layers,
                 num_heads=self.num_heads, head_dim=self.head_dim, block_size=self.block_size,
-                eta=self.eta)
+                precision=self.precision)
             entry = (session, [-1])
             self.sessions[key] = entry
         return entry

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
@@ -45,8 +46,10 @@ class Recorder:
         self.model_name = ""
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
-        self._spool_path = self.path + f".spool-{os.getpid()}"
-        self._spool = open(self._spool_path, "wb")
+        _C.check_output_file(self.path)  # before the run, not after it
+        # An unnamed file (O_TMPFILE on Linux): nothing is left behind however the
+        # process ends.
+        self._spool = tempfile.TemporaryFile(dir=directory)
         self._offset = 0
 
     # --- capture -------------------------------------------------------------------
@@ -104,13 +107,12 @@ class Recorder:
         if self.closed:
             return self.path
         self.closed = True
-        self._spool.close()
         try:
             if not self.chunks:
                 return None
             return self._assemble()
         finally:
-            os.remove(self._spool_path)
+            self._spool.close()
             if _disable and self.on_close is not None:
                 self.on_close()
 
@@ -137,21 +139,26 @@ class Recorder:
             offset += size
         blob = json.dumps(header, separators=(",", ":")).encode()
         blob += b" " * (-len(blob) % 8)
-        tmp = self.path + f".tmp-{os.getpid()}"
-        with open(self._spool_path, "rb") as spool, open(tmp, "wb") as out:
+        out = _C.AtomicFile(self.path)
+        try:
             out.write(struct.pack("<Q", len(blob)))
             out.write(blob)
+            spool = self._spool
+            spool.flush()
             for name in names:
                 for off, size, _ in self.chunks[name]:
                     spool.seek(off)
                     remaining = size
                     while remaining:
                         buf = spool.read(min(remaining, 64 << 20))
+                        if not buf:
+                            raise _C.Error(f"record: the spool file ended early ({name})")
                         out.write(buf)
                         remaining -= len(buf)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+            out.commit()
+        except BaseException:
+            out.abort()  # no temporary file left behind
+            raise
         return self.path
 
     def __enter__(self):
@@ -163,7 +170,6 @@ class Recorder:
         else:  # keep nothing half-written
             self.closed = True
             self._spool.close()
-            os.remove(self._spool_path)
             if self.on_close is not None:
                 self.on_close()
         return False

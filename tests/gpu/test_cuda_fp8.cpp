@@ -1,0 +1,338 @@
+// Precision FP8 on the GPU (the Hopper FP8 kernels, moddit/fp8.hpp) on fresh
+// random inputs, over the edge cases of the bf16 tests (partial last block,
+// frames unaligned with blocks, text before/after with padding, batch 2, head
+// subsets, both layouts and dtypes, diagonal-only and full masks), with the LSE
+// and the map pass:
+//   - against the CPU backend's emulation of the same quantization: equal up to
+//     fp32 summation order, exp2 rounding and the output's rounding (this is
+//     the kernels' correctness check: a wrong scale, permutation or tile shows);
+//   - against exact fp32 attention: within FP8's own error (the accuracy bound).
+// Skips without a GPU; the FP8 cases skip where the device cannot run FP8.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <limits>
+
+#include "gpu_test_util.hpp"
+#include "moddit/error.hpp"
+
+namespace moddit::gputest {
+namespace {
+
+TokenLayout video(int64_t f, int64_t h, int64_t w) {
+  TokenLayout t;
+  t.frames = f;
+  t.height = h;
+  t.width = w;
+  return t;
+}
+TokenLayout with_text(TokenLayout t, TextPosition pos, int64_t tokens, int64_t valid) {
+  t.text_position = pos;
+  t.text_tokens = tokens;
+  t.text_valid = valid;
+  return t;
+}
+
+struct Outputs {
+  std::vector<float> out, lse;
+  std::vector<int32_t> map;
+};
+
+struct Compare {
+  double rel_l2 = 0, cosine = 1, lse_max = 0, map_rel = 0;
+  int64_t written_wrong = 0, nonfinite = 0;
+};
+
+// Over the covered heads (out), finite LSE rows, and written map entries.
+Compare compare(const Outputs& a, const Outputs& ref, const std::vector<char>& covered, int64_t N, int H,
+                int D) {
+  Compare c;
+  double err = 0, r2 = 0, dot = 0, a2 = 0;
+  for (size_t i = 0; i < ref.out.size(); ++i) {
+    if (!covered[(i / D) % H]) continue;
+    if (!std::isfinite(a.out[i])) ++c.nonfinite;
+    const double x = a.out[i], y = ref.out[i];
+    err += (x - y) * (x - y);
+    r2 += y * y;
+    dot += x * y;
+    a2 += x * x;
+  }
+  c.rel_l2 = std::sqrt(err / r2);
+  c.cosine = dot / std::sqrt(a2 * r2);
+  for (size_t i = 0; i < ref.lse.size(); ++i) {
+    if (!covered[(i / N) % H]) continue;
+    if (!std::isfinite(ref.lse[i]) || !std::isfinite(a.lse[i])) {
+      if (std::isfinite(ref.lse[i]) != std::isfinite(a.lse[i])) c.lse_max = std::numeric_limits<double>::infinity();
+      continue;
+    }
+    c.lse_max = std::max(c.lse_max, double(std::fabs(a.lse[i] - ref.lse[i])));
+  }
+  double diff = 0, total = 0;
+  for (size_t i = 0; i < ref.map.size(); ++i) {
+    if ((a.map[i] < 0) != (ref.map[i] < 0)) ++c.written_wrong;
+    if (a.map[i] < 0 || ref.map[i] < 0) continue;
+    diff += std::abs(a.map[i] - ref.map[i]);
+    total += ref.map[i];
+  }
+  c.map_rel = total > 0 ? diff / total : 0;
+  return c;
+}
+
+struct Fp8Fixture : ::testing::Test {
+  std::shared_ptr<Backend> gpu, cpu;
+  void SetUp() override {
+    if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+    gpu = make_cuda_backend(0);
+    if (!gpu->supports(Precision::FP8)) GTEST_SKIP() << "precision fp8 needs Hopper: " << gpu->name();
+    cpu = make_cpu_backend(0);
+  }
+
+  // Runs the case on the GPU in FP8 and on the CPU in FP8 (emulation) and
+  // exactly; checks both comparisons.
+  void check(const Case& c) {
+    std::mt19937 rng(c.seed);
+    const TokenLayout& tk = c.tokens;
+    const int64_t N = tk.total_tokens();
+    const int B = c.B, H = c.H, D = c.D;
+    const int64_t numel = int64_t(B) * N * H * D;
+    const BlockGrid grid = make_block_grid(tk, c.block_size);
+    const int nb = grid.num_blocks(), n = grid.num_video_blocks;
+    const int S = c.heads.empty() ? H : int(c.heads.size());
+    HostPair q = random_tensor(rng, numel, c.dtype, c.q_scale);
+    HostPair k = random_tensor(rng, numel, c.dtype, c.q_scale);
+    HostPair v = random_tensor(rng, numel, c.dtype, 1.0f);
+    HostPair o0 = random_tensor(rng, numel, c.dtype, 3.0f);  // poison
+    BlockLayout layout;
+    const BlockLayout* lp = nullptr;
+    if (c.mask == Case::Mask::Random) layout = random_layout(rng, B, S, nb, c.density);
+    if (c.mask == Case::Mask::Diagonal) layout = random_layout(rng, B, S, nb, 0.0);
+    if (c.mask == Case::Mask::FullLayout) layout = full_layout(B, S, nb);
+    if (c.mask != Case::Mask::Dense) lp = &layout;
+    const size_t lse_n = size_t(B) * H * N, map_n = size_t(B) * H * n * n;
+
+    auto up = [&](const std::vector<uint16_t>& h) {
+      auto d = gpu->allocate(h.size() * 2);
+      gpu->copy_from_host(d.get(), h.data(), h.size() * 2);
+      return d;
+    };
+    auto dq = up(q.bits), dk = up(k.bits), dv = up(v.bits), dout = up(o0.bits);
+    auto dlse = gpu->allocate(lse_n * sizeof(float));
+    auto dmap = gpu->allocate(std::max<size_t>(map_n, 1) * sizeof(int32_t));
+    gpu->fill_i32(static_cast<int32_t*>(dmap.get()), -1, map_n);
+    AttentionCall gc;
+    gc.q = make_view(dq.get(), c.dtype, c.layout, B, N, H, D, Device::CUDA);
+    gc.k = make_view(dk.get(), c.dtype, c.layout, B, N, H, D, Device::CUDA);
+    gc.v = make_view(dv.get(), c.dtype, c.layout, B, N, H, D, Device::CUDA);
+    gc.out = make_view(dout.get(), c.dtype, c.layout, B, N, H, D, Device::CUDA);
+    gc.tokens = &tk;
+    gc.block_size = c.block_size;
+    gc.heads = c.heads.empty() ? nullptr : &c.heads;
+    gc.layout = lp;
+    gc.lse = static_cast<float*>(dlse.get());
+    gc.map_counts = c.with_map ? static_cast<int32_t*>(dmap.get()) : nullptr;
+    gc.eta = c.eta;
+    gc.precision = Precision::FP8;
+    gpu->attention(gc);
+    gpu->synchronize();
+    Outputs g;
+    std::vector<uint16_t> gbits(numel);
+    gpu->copy_to_host(gbits.data(), dout.get(), numel * 2);
+    g.lse.resize(lse_n);
+    gpu->copy_to_host(g.lse.data(), dlse.get(), lse_n * sizeof(float));
+    g.map.resize(map_n);
+    gpu->copy_to_host(g.map.data(), dmap.get(), map_n * sizeof(int32_t));
+
+    std::vector<char> covered(H, c.heads.empty() ? 1 : 0);
+    for (int32_t h : c.heads) covered[h] = 1;
+    // Reorder everything to [B, N, H, D] / [B, H, N] / map; check untouched heads.
+    const TensorView vq = gc.q;
+    g.out.resize(numel);
+    int64_t untouched_wrong = 0;
+    for (int b = 0; b < B; ++b)
+      for (int64_t t = 0; t < N; ++t)
+        for (int h = 0; h < H; ++h)
+          for (int d = 0; d < D; ++d) {
+            const int64_t off = vq.offset(b, t, h) + d;
+            g.out[((b * N + t) * H + h) * D + d] = from_bits(gbits[off], c.dtype);
+            if (!covered[h] && gbits[off] != o0.bits[off]) ++untouched_wrong;
+          }
+    EXPECT_EQ(untouched_wrong, 0);
+
+    auto on_cpu = [&](Precision prec) {
+      Outputs r;
+      std::vector<float> out(numel, 0.f);
+      r.lse.assign(lse_n, 0.f);
+      r.map.assign(map_n, -1);
+      AttentionCall cc = gc;
+      cc.q = make_view(q.f32.data(), DType::F32, c.layout, B, N, H, D);
+      cc.k = make_view(k.f32.data(), DType::F32, c.layout, B, N, H, D);
+      cc.v = make_view(v.f32.data(), DType::F32, c.layout, B, N, H, D);
+      cc.out = make_view(out.data(), DType::F32, c.layout, B, N, H, D);
+      cc.lse = r.lse.data();
+      cc.map_counts = c.with_map ? r.map.data() : nullptr;
+      cc.precision = prec;
+      cpu->attention(cc);
+      r.out.resize(numel);
+      for (int b = 0; b < B; ++b)
+        for (int64_t t = 0; t < N; ++t)
+          for (int h = 0; h < H; ++h)
+            for (int d = 0; d < D; ++d)
+              r.out[((b * N + t) * H + h) * D + d] = out[vq.offset(b, t, h) + d];
+      return r;
+    };
+    const Outputs emu = on_cpu(Precision::FP8), exact = on_cpu(Precision::Exact);
+
+    // Against the emulation: the output's rounding (bf16: 2^-9) dominates.
+    const Compare e = compare(g, emu, covered, N, H, D);
+    EXPECT_EQ(e.nonfinite, 0);
+    EXPECT_LT(e.rel_l2, c.dtype == DType::BF16 ? 1e-2 : 5e-3) << "GPU FP8 vs CPU FP8 emulation";
+    // The LSE: K's mean differs in its last bits (summation order), which flips
+    // the rounding of a few K elements and moves their scores by up to ~0.05.
+    EXPECT_LT(e.lse_max, 1e-2) << "GPU FP8 vs CPU FP8 emulation";
+    EXPECT_EQ(e.written_wrong, 0);
+    EXPECT_LT(e.map_rel, 2e-3) << "GPU FP8 vs CPU FP8 emulation (pairs at eta within fp32 noise)";
+    // Against exact attention: FP8's own error (tests/cpu/test_cpu_fp8.cpp, docs/BENCHMARKS.md).
+    const Compare x = compare(g, exact, covered, N, H, D);
+    EXPECT_LT(x.rel_l2, 0.09) << "GPU FP8 vs exact";
+    EXPECT_GT(x.cosine, 0.996) << "GPU FP8 vs exact";
+    EXPECT_LT(x.lse_max, 0.4) << "GPU FP8 vs exact";
+    EXPECT_LT(x.map_rel, 0.02) << "GPU FP8 vs exact";
+    RecordProperty("vs_emulation_rel_l2", std::to_string(e.rel_l2));
+    RecordProperty("vs_exact_rel_l2", std::to_string(x.rel_l2));
+    RecordProperty("vs_exact_cosine", std::to_string(x.cosine));
+    RecordProperty("vs_exact_map_rel", std::to_string(x.map_rel));
+    std::printf("fp8 case seed %u: vs emulation rel_l2 %.2e lse %.1e map %.1e; vs exact rel_l2 %.4f cos %.6f "
+                "lse %.3f map %.4f\n",
+                c.seed, e.rel_l2, e.lse_max, e.map_rel, x.rel_l2, x.cosine, x.lse_max, x.map_rel);
+  }
+};
+
+TEST_F(Fp8Fixture, DenseDim128PartialBlock) {
+  Case c;
+  c.tokens = video(3, 10, 13);  // N = 390: 3 full blocks and one of 6
+  c.seed = 31;
+  check(c);
+}
+
+TEST_F(Fp8Fixture, DenseDim64HndF16) {
+  Case c;
+  c.tokens = video(4, 9, 11);
+  c.D = 64;
+  c.dtype = DType::F16;
+  c.layout = Layout::HND;
+  c.seed = 32;
+  check(c);
+}
+
+TEST_F(Fp8Fixture, TextBeforePaddedSparseBatch2) {
+  Case c;
+  c.tokens = with_text(video(4, 8, 16), TextPosition::Before, 300, 211);
+  c.B = 2;
+  c.H = 3;
+  c.mask = Case::Mask::Random;
+  c.density = 0.35;
+  c.seed = 33;
+  check(c);
+}
+
+TEST_F(Fp8Fixture, TextAfterPaddedHeadSubsetF16Dim64) {
+  Case c;
+  c.tokens = with_text(video(3, 8, 16), TextPosition::After, 50, 33);
+  c.B = 2;
+  c.H = 3;
+  c.D = 64;
+  c.dtype = DType::F16;
+  c.heads = {0, 2};
+  c.mask = Case::Mask::Random;
+  c.density = 0.3;
+  c.seed = 34;
+  check(c);
+}
+
+TEST_F(Fp8Fixture, DiagonalOnlyAndFullLayout) {
+  Case c;
+  c.tokens = with_text(video(5, 7, 9), TextPosition::Before, 40, 40);
+  c.D = 64;
+  c.mask = Case::Mask::Diagonal;
+  c.seed = 35;
+  check(c);
+  c.tokens = video(2, 15, 17);
+  c.D = 128;
+  c.mask = Case::Mask::FullLayout;
+  c.layout = Layout::HND;
+  c.seed = 36;
+  check(c);
+}
+
+// More items than SMs: Q slots, barrier phases and the 4 (forward) or 8 (map)
+// FP8 stages wrap across items.
+TEST_F(Fp8Fixture, ManyItemsPerCta) {
+  Case c;
+  c.tokens = with_text(video(8, 16, 20), TextPosition::After, 60, 41);  // N = 2620
+  c.B = 2;
+  c.H = 12;
+  c.mask = Case::Mask::Random;
+  c.density = 0.3;
+  c.seed = 37;
+  check(c);
+  c.tokens = with_text(video(6, 16, 16), TextPosition::Before, 70, 52);
+  c.H = 16;
+  c.D = 64;
+  c.mask = Case::Mask::Dense;
+  c.seed = 38;
+  check(c);
+}
+
+TEST_F(Fp8Fixture, FreshRandomSeed) {
+  Case c;
+  c.tokens = with_text(video(3, 9, 14), TextPosition::Before, 45, 31);
+  c.B = 2;
+  c.mask = Case::Mask::Random;
+  c.density = 0.35;
+  c.seed = static_cast<uint32_t>(std::random_device{}());
+  SCOPED_TRACE(c.seed);
+  check(c);
+}
+
+// The FP8 map pass's compare path (rows with tiny thresholds), forced everywhere.
+TEST_F(Fp8Fixture, MapCountByCompare) {
+  ::setenv("MODDIT_CUDA_MAP_COUNT", "compare", 1);
+  std::shared_ptr<Backend> compare_backend = make_cuda_backend(0);
+  ::unsetenv("MODDIT_CUDA_MAP_COUNT");
+  std::swap(gpu, compare_backend);
+  Case c;
+  c.tokens = with_text(video(3, 8, 16), TextPosition::Before, 150, 97);
+  c.B = 2;
+  c.mask = Case::Mask::Random;
+  c.density = 0.4;
+  c.seed = 39;
+  check(c);
+  std::swap(gpu, compare_backend);
+}
+
+// Where FP8 cannot run the call is refused with a message naming the reason.
+TEST(CudaFp8, UnsupportedCallsAreRefused) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::shared_ptr<Backend> gpu = make_cuda_backend(0);
+  const TokenLayout tk = video(2, 8, 8);
+  const int N = 128, H = 2, D = 64;
+  auto buf = gpu->allocate(size_t(N) * H * D * 2);
+  AttentionCall c;
+  c.q = c.k = c.v = make_view(buf.get(), DType::BF16, Layout::NHD, 1, N, H, D, Device::CUDA);
+  auto out = gpu->allocate(size_t(N) * H * D * 2);
+  c.out = make_view(out.get(), DType::BF16, Layout::NHD, 1, N, H, D, Device::CUDA);
+  c.tokens = &tk;
+  c.block_size = 64;
+  c.precision = Precision::FP8;
+  const int64_t before = gpu->launches();
+  try {
+    gpu->attention(c);
+    ADD_FAILURE() << "no error for fp8 with 64-token blocks";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("precision fp8 needs"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(gpu->launches(), before);
+}
+
+}  // namespace
+}  // namespace moddit::gputest
