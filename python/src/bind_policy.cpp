@@ -110,7 +110,7 @@ void bind_policy(nb::module_& m) {
           [](Plan& p, std::optional<std::string> s) {
             p.precision = s ? std::optional<Precision>(precision_from_string(*s)) : std::nullopt;
           },
-          nb::arg("value").none(), "\"exact\", \"fp8\" or None (the Session's precision).");
+          nb::arg("value").none(), "\"exact\", \"fp8\" or None (the Session's precision).")
       .def_rw("map_eta", &Plan::map_eta,
               "The map's threshold (P < map_eta) when record_map is set; default 1e-4.");
   m.def("dense_plan", &dense_plan, nb::arg("num_heads"), nb::arg("record_map") = false);
