@@ -305,10 +305,13 @@ def sweep_tables(results: Dict) -> Tuple[List[str], Dict]:
     for name, r in runs.items():
         if r.get("policy") == "moddit_default" and r.get("group") == "main":
             base[r["target_density"]] = r
+    for name, r in runs.items():   # sweeps on fewer videos have base runs of their own
+        if r.get("group") == "sweep:base":
+            base[r["target_density"]] = r
     groups: Dict[str, List[Dict]] = {}
     for name, r in runs.items():
         g = r.get("group", "")
-        if g.startswith("sweep:"):
+        if g.startswith("sweep:") and g not in ("sweep:base", "sweep:reference"):
             groups.setdefault(g[6:], []).append(r)
     out: List[str] = []
     found: Dict = {}
@@ -471,11 +474,17 @@ def document(results: Dict, stats: Dict, procedural: Optional[Dict], pics: Dict[
               f"at {st['sweep_density']:.2f}:", ""] + [f"![frames]({f})" for f in frames] + [""]
     L += ["### Which attention metric predicts video quality", ""] + predictor_lines(results) + [""]
     sweeps, found = sweep_tables(results)
+    sweep_n = [r.get("pairs") for r in results["runs"].values()
+               if str(r.get("group", "")).startswith("sweep:")]
+    sweep_n = (sweep_n[0] or len(meta["pairs"])) if sweep_n else len(meta["pairs"])
+    floor = [r for r in results["runs"].values() if r.get("group") == "sweep:reference"]
     L += ["### Sweeps of MOD-DiT's settings", "",
-          f"Each changes one key of moddit's defaults, all {len(meta['pairs'])} videos, shadow "
-          "metrics off; "
-          "ΔPSNR against the default run at the same target density (densities differ a little: "
-          "compare with the curves above)."] + sweeps + [""]
+          f"Each changes one key of moddit's defaults, on the first {sweep_n} videos"
+          + (f" (with their own dense reference and default run; that reference is "
+             f"{fmt(floor[0]['psnr_vs_full_batch_mean'])} dB from the same videos generated in the "
+             "full batch: the batch-size floor)" if floor else "")
+          + ", shadow metrics off; ΔPSNR against the default run at the same target density "
+          "(densities differ a little: compare with the curves above)."] + sweeps + [""]
     L += ["### Can the warm-up be shortened?", ""] + warmup_lines(results, stats, found) + [""]
     L += ["### The trained model's attention statistics", ""] + stats_lines(stats, procedural) + [""]
     if "recall" in pics:

@@ -42,11 +42,13 @@ class RunConfig:
     tier: int
     params: Dict = field(default_factory=dict)     # MOD-DiT config overrides
     shadow: bool = True
-    group: str = "main"           # "main", "sweep:<key>", "extra"
+    group: str = "main"           # "main", "sweep:<key>", "sweep:base", "sweep:reference", "extra"
+    pairs: int = 0                # the first `pairs` evaluated pairs (0: all)
 
     def describe(self) -> Dict:
         return {"name": self.name, "policy": self.policy, "target_density": self.density,
-                "tier": self.tier, "params": dict(self.params), "group": self.group}
+                "tier": self.tier, "params": dict(self.params), "group": self.group,
+                "pairs": self.pairs}
 
 
 def main_table(densities: Sequence[float], tier: int) -> List[RunConfig]:
@@ -60,15 +62,24 @@ def main_table(densities: Sequence[float], tier: int) -> List[RunConfig]:
 def sweeps(density: float, warmups: Sequence[int], intervals: Sequence[int],
            etas: Sequence[float], tau_es: Sequence[float], second_density: float,
            second_warmups: Sequence[int], extra_keys: Dict[str, Sequence] = None,
-           shadow: bool = False) -> List[RunConfig]:
-    """One-at-a-time changes of moddit's default config (the main table's
-    moddit_default run at `density` is every sweep's base point)."""
+           shadow: bool = False, pairs: int = 0) -> List[RunConfig]:
+    """One-at-a-time changes of moddit's default config. With `pairs` (fewer
+    than the main table's), the sweeps run on the first `pairs` videos with a
+    dense reference and a default base run of their own; else the main table's
+    moddit_default run at the same density is their base."""
     out: List[RunConfig] = []
+    tag = f"/{pairs}" if pairs else ""
 
     def add(key, value, d=density):
-        out.append(RunConfig(f"moddit_default[{key}={value}]@{d:.2f}", "moddit_default", d, SWEEP,
-                             {key: value}, shadow, f"sweep:{key}"))
+        out.append(RunConfig(f"moddit_default[{key}={value}]@{d:.2f}{tag}", "moddit_default", d,
+                             SWEEP, {key: value}, shadow, f"sweep:{key}", pairs))
 
+    if pairs:
+        out.append(RunConfig(f"dense{tag}", "dense_ref", 1.0, SWEEP, {}, False, "sweep:reference",
+                             pairs))
+        for d in [density] + ([second_density] if second_warmups else []):
+            out.append(RunConfig(f"moddit_default[base]@{d:.2f}{tag}", "moddit_default", d, SWEEP,
+                                 {}, shadow, "sweep:base", pairs))
     for m in warmups:
         add("warmup_steps", int(m))
     add("refresh", "dense")
