@@ -338,6 +338,32 @@ def sweep_tables(results: Dict) -> Tuple[List[str], Dict]:
     return out, found
 
 
+def recommend_lines(found: Dict, sweep_density: float) -> List[str]:
+    """Per swept key, what the measurements favour at the sweep density (the
+    defaults are set from these, with the reasons, in the text around)."""
+    out = []
+    for key, rows in found.items():
+        rows = [(v, r, d) for v, r, d in rows if abs(r["target_density"] - sweep_density) < 1e-9]
+        base = [r for v, r, d in rows if isinstance(v, str) and v.endswith("(default)")]
+        cands = [(v, r, d) for v, r, d in rows if d is not None and not (isinstance(v, str) and
+                                                                         v.endswith("(default)"))]
+        if not base or not cands:
+            continue
+        b = base[0]
+        if key == "warmup_steps":
+            ok = sorted(int(v) for v, r, d in cands if -d < 0.5)
+            out.append(f"- warmup_steps: the shortest warm-up within 0.5 dB of the default's is "
+                       + (f"m = {ok[0]}" if ok else "none of those measured") + ".")
+            continue
+        v, r, d = max(cands, key=lambda t: t[2])
+        dd = (r.get("achieved_density") or 0) - (b.get("achieved_density") or 0)
+        verdict = (f"{key} = {v} is {fmt(d)} dB better than the default"
+                   if d > 0 else f"no measured {key} beats the default (best: {v}, {fmt(d)} dB)")
+        out.append(f"- {verdict}" + (f" (its density differs by {dd:+.3f}: compare on the curves)"
+                                     if abs(dd) > 0.005 else "") + ".")
+    return out
+
+
 def warmup_lines(results: Dict, stats: Dict, found: Dict) -> List[str]:
     rows = [(v, r, d) for v, r, d in found.get("warmup_steps", []) if not isinstance(v, str)]
     if not rows:
@@ -485,6 +511,9 @@ def document(results: Dict, stats: Dict, procedural: Optional[Dict], pics: Dict[
              "full batch: the batch-size floor)" if floor else "")
           + ", shadow metrics off; ΔPSNR against the default run at the same target density "
           "(densities differ a little: compare with the curves above)."] + sweeps + [""]
+    rec = recommend_lines(found, st["sweep_density"])
+    if rec:
+        L += [f"What the sweeps favour at {st['sweep_density']:.2f} (one key at a time):", ""] + rec + [""]
     L += ["### Can the warm-up be shortened?", ""] + warmup_lines(results, stats, found) + [""]
     L += ["### The trained model's attention statistics", ""] + stats_lines(stats, procedural) + [""]
     if "recall" in pics:

@@ -204,7 +204,7 @@ def test_planner_keeps_priority_waits_for_the_search_and_skips_what_does_not_fit
     ev.run = fake_run
     ev.execute()
     names = [c.name for c in ev.configs()]
-    main = [n for n in names if "[" not in n]
+    main = [c.name for c in ev.configs() if c.group == "main"]
     # The main table in order, Sparse-vDiT (last) once its search was waited for,
     # before any sweep; then the budget ran out (7 runs of 10 s in 75 s).
     assert order == [n for n in main if "vdit" not in n] + ["sparse_vdit@0.50"]
@@ -255,10 +255,10 @@ def test_smoke_run_covers_every_policy_and_output(smoke):
     for name, r in runs.items():
         if name == "dense":
             continue
-        assert 0.25 <= r["achieved_density"] < 1.0, name
         if r.get("group") == "sweep:reference":  # the sweeps' own dense reference (1 video)
             assert r["pairs"] == 1 and len(r["psnr_vs_full_batch"]) == 1
             continue
+        assert 0.25 <= r["achieved_density"] < 1.0, name
         assert len(r["psnr"]) == len(r["ssim"]) == (r["pairs"] or 2), name
         assert 0 < r["psnr_mean"] < 100 and 0 < r["ssim_mean"] < 1, name
         if r.get("group") == "main":
