@@ -38,7 +38,7 @@ mkdir -p "$WORK/quality"
 # still leaves the tar (results are rewritten after every run).
 timeout --kill-after=10 $((${SECONDS_BUDGET%.*} + 40)) \
   "$PY" "$ROOT/scripts/quality.py" --model "$ROOT/models/moddit-tiny" --out-dir "$WORK/quality" \
-  --scratch "$WORK" --budget-seconds "$SECONDS_BUDGET" "$@" 2>&1 | tee "$WORK/quality/stdout.log"
+  --scratch "$WORK" --budget-seconds "$SECONDS_BUDGET" --no-summary "$@" 2>&1 | tee "$WORK/quality/stdout.log"
 rc=${PIPESTATUS[0]}
 rm -f "$WORK"/*.safetensors "$WORK"/*.spool-* 2>/dev/null
 tar czf "$OUTDIR/quality.tar.gz" -C "$WORK" quality
@@ -47,4 +47,5 @@ echo "gpu_quality: exit $rc, $OUTDIR/quality.tar.gz $(du -k "$OUTDIR/quality.tar
 if [ -f "$WORK/quality/quality_results.json" ]; then
   "$PY" "$ROOT/scripts/quality.py" --print-summary "$WORK/quality/quality_results.json"
 fi
+rm -rf "$WORK"
 exit "$rc"

@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
                    help="videos per call measured for recall / rel_l2")
     p.add_argument("--scratch", default=None, help="folder for the calibration trajectory")
     p.add_argument("--no-extras", action="store_true", help="skip the dense-kernel floor run")
+    p.add_argument("--no-summary", action="store_true", help="no summary table at the end")
     p.add_argument("--print-summary", metavar="RESULTS_JSON",
                    help="only print the summary table of a results file")
     return p
@@ -108,7 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               "config.json)", file=sys.stderr)
         return 2
     results = evaluate(settings)
-    print("\n".join(summary_lines(results)))
+    if not args.no_summary:
+        print("\n".join(summary_lines(results)))
     import threading
 
     if any(t.name == "vdit-search" and t.is_alive() for t in threading.enumerate()):
