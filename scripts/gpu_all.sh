@@ -3,11 +3,11 @@
 # the C++ targets and the Python module at once, runs test_gpu (and the stream
 # test under compute-sanitizer memcheck) while pytest runs tests/python, then,
 # alone on the GPU, `moddit bench --overhead-only` (MOD-DiT host work vs dense
-# attention at wan, whole-model state) and the end-to-end Wan step timing.
+# attention at wan, whole-model state) and a whole Wan 480p denoising run (dense
+# against MOD-DiT, scripts/e2e_timing.py on E2E_BLOCKS blocks).
 # Needs .carry (scripts/gpu_build.sh) and .whl (scripts/gpu_test_python.sh).
-# Logs: $OUT/{cpp.log,test_gpu.log,bench.txt,py.log,e2e_wan.log,e2e_wan.json,timeline.txt}
-# (few files: the device tool returns at most 8). E2E_LAYERS (default 40) falls
-# back to 8 if the full model does not run. CPP=0 skips the C++ build, tests and bench.
+# Logs: $OUT/{cpp.log,test_gpu.log,bench.txt,py.log,e2e_wan.log,e2e_wan.json,e2e_wan.md,timeline.txt}
+# (few files: the device tool returns at most 8). CPP=0 skips the C++ build, tests and bench.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -67,11 +67,8 @@ if [ $rc = 0 ]; then
 fi
 PY=python3
 export PYTHONPATH=/tmp/site:$ROOT/build-gpu-py/pkg:${PYTHONPATH:-}
-timeout "${E2E_TIMEOUT:-150}" $PY scripts/e2e_wan_timing.py --layers "${E2E_LAYERS:-40}" \
-  --out "$OUT/e2e_wan.json" >"$OUT/e2e_wan.log" 2>&1
-e2e=$?
-mark "e2e (${E2E_LAYERS:-40} layers) exit $e2e"
-if [ $e2e != 0 ] && [ "${E2E_LAYERS:-40}" != 8 ]; then
-  timeout 90 $PY scripts/e2e_wan_timing.py --layers 8 --out "$OUT/e2e_wan.json" >>"$OUT/e2e_wan.log" 2>&1
-  mark "e2e (8 layers) exit $?"
-fi
+# The end-to-end check: a whole 50-step Wan 480p run, dense against MOD-DiT's
+# paper schedule, on E2E_BLOCKS blocks (the full benchmark is scripts/gpu_e2e.sh).
+timeout "${E2E_TIMEOUT:-240}" $PY scripts/e2e_timing.py --model wan-480p --blocks "${E2E_BLOCKS:-4}" \
+  --modes dense,paper --budget "${E2E_TIMEOUT:-240}" --out "$OUT/e2e_wan.json" >"$OUT/e2e_wan.log" 2>&1
+mark "e2e (wan-480p, ${E2E_BLOCKS:-4} blocks) exit $?"

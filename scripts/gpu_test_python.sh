@@ -11,8 +11,9 @@
 #     diffusers==0.42.1 importlib_metadata==8.7.0
 # (importlib_metadata 10.x needs lazy-importer, which the machine lacks; zipp is there.)
 # and name `.whl` and `.carry` in the run's carry list.
-# Usage: scripts/gpu_test_python.sh ; E2E=1 (and E2E_ARGS="--layers 40") for timing;
-# TESTS="tests/python/test_x.py ..." runs only those.
+# Usage: scripts/gpu_test_python.sh ; E2E=1 (and E2E_ARGS="--model wan-480p --blocks 12")
+# for the end-to-end timing (scripts/e2e_timing.py; scripts/gpu_e2e.sh wraps it);
+# TESTS="tests/python/test_x.py ..." runs only those, TESTS=none no tests.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build-gpu-py}
@@ -58,12 +59,17 @@ export PYTHONPATH=$PKG:${PYTHONPATH:-}
 "$PY" -c 'import moddit, torch; print("moddit", moddit.__version__, "cuda", moddit.cuda_available(), "torch", torch.__version__)'
 
 # TESTS: which tests (default all of tests/python), e.g. TESTS="tests/python/test_parallel_gpu.py".
-echo "== pytest ${TESTS:-tests/python}"
-(cd "$ROOT" && "$PY" -m pytest -q -p no:cacheprovider -rs ${TESTS:-tests/python}) 2>&1 \
-  | tee "$LOG/pytest_python.log" | tail -40
-rc=${PIPESTATUS[0]}
+rc=0
+if [ "${TESTS:-}" != none ]; then
+  echo "== pytest ${TESTS:-tests/python}"
+  (cd "$ROOT" && "$PY" -m pytest -q -p no:cacheprovider -rs ${TESTS:-tests/python}) 2>&1 \
+    | tee "$LOG/pytest_python.log" | tail -40
+  rc=${PIPESTATUS[0]}
+fi
 if [ "${E2E:-0}" = 1 ]; then
-  echo "== e2e Wan timing"
-  "$PY" "$ROOT/scripts/e2e_wan_timing.py" --out "$LOG/e2e_wan.json" ${E2E_ARGS:-} 2>&1 | tee "$LOG/e2e_wan.log"
+  echo "== e2e timing: scripts/e2e_timing.py ${E2E_ARGS:-}"
+  (cd "$ROOT" && "$PY" scripts/e2e_timing.py ${E2E_ARGS:-}) 2>&1 | tee "$LOG/e2e.log"
+  e2e=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] && rc=$e2e
 fi
 exit "$rc"

@@ -6,16 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs="${MODDIT_JOBS:-$(nproc)}"
+step() { echo "== $* ($SECONDS s so far)"; }
 
 bash scripts/bootstrap.sh
 
-echo "== build (Release, CUDA ${MODDIT_CUDA:-AUTO})"
+step "build (Release, CUDA ${MODDIT_CUDA:-AUTO})"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODDIT_CUDA="${MODDIT_CUDA:-AUTO}" >/dev/null
 cmake --build build -j "$jobs"
-echo "== tests"
+step "tests"
 ctest --test-dir build --output-on-failure -j "$jobs"
 
-echo "== tests under AddressSanitizer + UBSan (CPU code)"
+step "tests under AddressSanitizer + UBSan (CPU code)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMODDIT_SANITIZE=ON -DMODDIT_CUDA=OFF \
   -DMODDIT_NATIVE=OFF >/dev/null
 cmake --build build-asan -j "$jobs"
@@ -23,7 +24,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -E 'Slow|slow'
 
 if [ -f pyproject.toml ] && [ "${MODDIT_SKIP_PYTHON:-0}" != 1 ]; then
-  echo "== Python module and adapters"
+  step "Python module and adapters"
   bash scripts/test_python.sh
 fi
-echo "== all tests passed"
+echo "== all tests passed ($SECONDS s)"

@@ -8,6 +8,7 @@ import threading
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from . import _frameworks as fw
+from . import _handles
 from . import _moddit as _C
 
 _backends: Dict[Tuple[str, int], Any] = {}
@@ -55,6 +56,7 @@ def _check_layout(qkv_layout: str) -> int:
     return 1 if qkv_layout == "NHD" else 2  # axis of N in the array
 
 
+@fw.eager_under_compile
 def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *,
               layout: Optional[_C.BlockLayout] = None, heads: Optional[Sequence[int]] = None,
               out: Any = None, block_size: int = 128, scale: Optional[float] = None,
@@ -80,6 +82,10 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
     precision: "exact" (the tensors' dtype, fp32 accumulation) or "fp8" (Q, K, V
     and P in e4m3 with per-token/block/channel scales, fp32 accumulation: the
     FP8 tensor cores on Hopper with 128-token blocks, an emulation on the CPU).
+
+    Inside torch.compile this call is a graph break (TokenLayout and BlockLayout
+    are host objects dynamo cannot read); torch.ops.moddit.attention takes the
+    same call as tensors and numbers and compiles without one (docs/PYTHON.md).
     """
     n_axis = _check_layout(qkv_layout)
     q, k, v = fw.as_input(q), fw.as_input(k), fw.as_input(v)
@@ -231,14 +237,37 @@ class Session:
         self.backend = device if isinstance(device, _C.Backend) else get_backend(device)
         self._s = _C.Session(tokens, opts, self.backend, pol)
         self.policy = pol
+        # Names this Session in the torch.compile operators (moddit._torch_ops).
+        self._handle = _handles.register(self)
 
     def begin_step(self, step: int) -> None:
+        if fw.compiling():
+            from . import _torch_ops  # noqa: F401  (registers torch.ops.moddit)
+            import torch
+
+            torch.ops.moddit.session_begin_step(self._handle, step)
+            return
         self._s.begin_step(int(step))
 
     def attention(self, layer: int, q: Any, k: Any, v: Any, out: Any = None,
                   slot_begin: int = -1, qkv_layout: str = "NHD", stream: Optional[int] = None):
-        """Runs one call of `layer` and returns out ([B, N, H, D] like q)."""
+        """Runs one call of `layer` and returns out ([B, N, H, D] like q).
+        Inside torch.compile (PyTorch tensors) it is the operator
+        torch.ops.moddit.session_attention: no graph break."""
         _check_layout(qkv_layout)
+        if fw.compiling():
+            from . import _torch_ops  # noqa: F401  (registers torch.ops.moddit)
+            import torch
+
+            if stream is not None:
+                raise _C.Error("Session.attention: stream= is not supported inside torch.compile "
+                               "(the call runs on the current stream)")
+            result = torch.ops.moddit.session_attention(q, k, v, self._handle, layer, slot_begin,
+                                                        qkv_layout)
+            if out is None:
+                return result
+            out.copy_(result)
+            return out
         q, k, v = fw.as_input(q), fw.as_input(k), fw.as_input(v)
         if out is None:
             out = fw.empty(q, q.shape)

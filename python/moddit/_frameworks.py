@@ -2,8 +2,9 @@
 current CUDA stream, and where a DLPack tensor lives. No copies of inputs."""
 from __future__ import annotations
 
+import functools
 import sys
-from typing import Any, Sequence, Tuple
+from typing import Any, Callable, Sequence, Tuple
 
 # DLPack device types (dlpack.h).
 DL_CPU, DL_CUDA, DL_CUDA_HOST, DL_CUDA_MANAGED = 1, 2, 3, 13
@@ -16,6 +17,25 @@ def _module_root(x: Any) -> str:
 def is_torch(x: Any) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
+
+
+def compiling() -> bool:
+    """Whether torch.compile (dynamo) is tracing the caller."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
+def eager_under_compile(fn: Callable) -> Callable:
+    """fn, run by Python outside the graph (a graph break) when torch.compile
+    traces its caller: for calls whose arguments are host objects dynamo cannot
+    read. Outside torch.compile, fn itself."""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if compiling():
+            return sys.modules["torch"].compiler.disable(fn, recursive=True)(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return call
 
 
 def device_of(x: Any) -> Tuple[str, int]:

@@ -48,7 +48,7 @@ ModditConfig moddit_config_from_json(const std::string& text) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e999
     throw Error(std::string("config: invalid JSON: ") + e.what());
   }
   MODDIT_CHECK(j.is_object(), "config: expected a JSON object, got ", j.type_name());

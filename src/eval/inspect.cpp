@@ -82,6 +82,45 @@ std::string num(const nlohmann::json& j, const char* key, const char* fmt = "%.4
   return buf;
 }
 
+// The report's objects and strings, read with their types checked: a report
+// whose field has another type is refused with an error naming the field.
+class ReportReader {
+ public:
+  explicit ReportReader(const std::string& path) : path_(path) {}
+
+  // j[key] (an object), or an empty object when absent.
+  nlohmann::json object(const nlohmann::json& j, const char* key, const std::string& where) const {
+    if (!j.contains(key)) return nlohmann::json::object();
+    MODDIT_CHECK(j[key].is_object(), path_, ": not a moddit report: '", where,
+                 "' is not an object");
+    return j[key];
+  }
+  // j[key] (a string), or `fallback` when absent.
+  std::string text(const nlohmann::json& j, const char* key, const std::string& where,
+                   const std::string& fallback) const {
+    if (!j.contains(key)) return fallback;
+    MODDIT_CHECK(j[key].is_string(), path_, ": not a moddit report: '", where,
+                 "' is not a string");
+    return j[key].get<std::string>();
+  }
+  // Every entry of j[key] (an array of objects; absent = none).
+  std::vector<nlohmann::json> objects(const nlohmann::json& j, const char* key) const {
+    std::vector<nlohmann::json> out;
+    if (!j.contains(key)) return out;
+    MODDIT_CHECK(j[key].is_array(), path_, ": not a moddit report: '", key,
+                 "' is not an array");
+    for (size_t i = 0; i < j[key].size(); ++i) {
+      MODDIT_CHECK(j[key][i].is_object(), path_, ": not a moddit report: '", key, "[", i,
+                   "]' is not an object");
+      out.push_back(j[key][i]);
+    }
+    return out;
+  }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace
 
 std::string inspect_report_text(const std::string& text, const std::string& path) {
@@ -94,44 +133,43 @@ std::string inspect_report_text(const std::string& text, const std::string& path
   MODDIT_CHECK(j.is_object() && j.contains("moddit_report") && j.contains("policies") &&
                    j["policies"].is_array(),
                path, ": not a moddit report (no 'moddit_report' / 'policies' keys)");
-  // Values of an unexpected type (a fuzzed or hand-edited report) are refused
-  // as such, not reported as a JSON library exception.
-  try {
-    std::ostringstream os;
-    os << "report " << path << "\n";
-    const auto& s = j.value("settings", nlohmann::json::object());
-    if (s.contains("trajectory")) {
-      const auto& t = s["trajectory"];
-      os << "  trajectory: " << t.value("source", std::string("?"));
-      if (!t.value("label", std::string()).empty()) os << " (" << t["label"].get<std::string>() << ")";
-      os << "\n";
-    }
-    if (s.contains("target_density")) os << "  target density: " << s["target_density"] << "\n";
-    if (s.contains("block_size"))
-      os << "  block size " << s["block_size"] << ", eta " << s.value("eta", 0.0)
-         << ", ridge_lambda " << s.value("ridge_lambda", 0.0) << ", means over steps >= "
-         << s.value("sparse_from_step", 0) << "\n";
-    if (s.contains("wall_seconds"))
-      os << "  wall time " << num(s, "wall_seconds", "%.1f") << " s on " << s.value("threads", 0)
-         << " thread(s), backend " << s.value("backend", std::string("?")) << "\n";
-    char line[512];
-    std::snprintf(line, sizeof line, "  %-28s %8s %8s %8s %8s %9s\n", "policy", "density", "recall",
-                  "rel_l2", "nae", "ms/call");
-    os << line;
-    for (const auto& p : j["policies"]) {
-      std::snprintf(line, sizeof line, "  %-28s %8s %8s %8s %8s %9s\n",
-                    p.value("label", std::string("?")).c_str(), num(p, "density").c_str(),
-                    num(p, "recall").c_str(), num(p, "rel_l2").c_str(), num(p, "nae").c_str(),
-                    num(p, "ms_per_call", "%.2f").c_str());
-      os << line;
-    }
-    if (j.contains("pictures"))
-      for (const auto& p : j["pictures"])
-        if (p.is_object()) os << "  picture " << p.value("file", std::string()) << "\n";
-    return os.str();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path + ": not a moddit report (" + std::string(e.what()).substr(0, 160) + ")");
+  const ReportReader r(path);
+  std::ostringstream os;
+  os << "report " << path << "\n";
+  const nlohmann::json s = r.object(j, "settings", "settings");
+  if (s.contains("trajectory")) {
+    const nlohmann::json t = r.object(s, "trajectory", "settings.trajectory");
+    os << "  trajectory: " << r.text(t, "source", "settings.trajectory.source", "?");
+    const std::string label = r.text(t, "label", "settings.trajectory.label", "");
+    if (!label.empty()) os << " (" << label << ")";
+    os << "\n";
   }
+  if (s.contains("target_density")) os << "  target density: " << s["target_density"] << "\n";
+  if (s.contains("block_size"))
+    os << "  block size " << s["block_size"] << ", eta " << num(s, "eta", "%g")
+       << ", ridge_lambda " << num(s, "ridge_lambda", "%g") << ", means over steps >= "
+       << num(s, "sparse_from_step", "%.0f") << "\n";
+  if (s.contains("wall_seconds"))
+    os << "  wall time " << num(s, "wall_seconds", "%.1f") << " s on " << num(s, "threads", "%.0f")
+       << " thread(s), backend " << r.text(s, "backend", "settings.backend", "?") << "\n";
+  char line[512];
+  std::snprintf(line, sizeof line, "  %-28s %8s %8s %8s %8s %9s\n", "policy", "density", "recall",
+                "rel_l2", "nae", "ms/call");
+  os << line;
+  const std::vector<nlohmann::json> policies = r.objects(j, "policies");
+  for (size_t i = 0; i < policies.size(); ++i) {
+    const nlohmann::json& p = policies[i];
+    const std::string label = r.text(p, "label", "policies[" + std::to_string(i) + "].label", "?");
+    std::snprintf(line, sizeof line, "  %-28s %8s %8s %8s %8s %9s\n", label.c_str(),
+                  num(p, "density").c_str(), num(p, "recall").c_str(), num(p, "rel_l2").c_str(),
+                  num(p, "nae").c_str(), num(p, "ms_per_call", "%.2f").c_str());
+    os << line;
+  }
+  const std::vector<nlohmann::json> pictures = r.objects(j, "pictures");
+  for (size_t i = 0; i < pictures.size(); ++i)
+    os << "  picture " << r.text(pictures[i], "file", "pictures[" + std::to_string(i) + "].file", "")
+       << "\n";
+  return os.str();
 }
 
 std::string inspect_file(const std::string& path) {

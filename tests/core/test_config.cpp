@@ -86,6 +86,13 @@ TEST(ModditConfig, RejectsEveryBadKeyByName) {
   expect_error(R"({"eta": )", "JSON");
 }
 
+// Found by fuzzing (tests/fuzz/regressions/moddit_config/): a number beyond a
+// double's range made the JSON parser throw its own out_of_range exception.
+TEST(ModditConfig, RefusesANumberBeyondTheRangeOfADouble) {
+  expect_error(R"({"eta": 1e999})", "number overflow");
+  expect_error(R"({"unknown": -177777E7777777776777})", "number overflow");
+}
+
 TEST(ModditConfig, LoadNamesTheFile) {
   const std::string path = ::testing::TempDir() + "moddit_core_config_test.json";
   {

@@ -163,6 +163,42 @@ TEST(EvalReport, InspectTrajectoryFile) {
   std::filesystem::remove_all(dir);
 }
 
+// A report.json with a field of another type than moddit writes: one error that
+// names the file and the field (nlohmann's own type_error escaped before; the
+// inputs are in tests/fuzz/regressions/report/). Numbers of another type are
+// shown as "-".
+TEST(EvalReport, InspectNamesAReportFieldOfTheWrongType) {
+  const std::string dir = temp_dir("inspect_bad");
+  const auto inspect_text = [&](const std::string& text) {
+    const std::string path = dir + "/report.json";
+    std::ofstream(path) << text;
+    return inspect_file(path);
+  };
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"moddit_report":1,"policies":[{"label":5}]})", "'policies[0].label' is not a string"},
+      {R"({"moddit_report":1,"policies":[5]})", "'policies[0]' is not an object"},
+      {R"({"moddit_report":1,"policies":[],"settings":[]})", "'settings' is not an object"},
+      {R"({"moddit_report":1,"policies":[],"settings":{"trajectory":3}})",
+       "'settings.trajectory' is not an object"},
+      {R"({"moddit_report":1,"policies":[],"pictures":7})", "'pictures' is not an array"},
+      {R"({"moddit_report":1,"policies":[],"pictures":[{"file":1}]})",
+       "'pictures[0].file' is not a string"},
+  };
+  for (const auto& [text, message] : cases) {
+    try {
+      inspect_text(text);
+      ADD_FAILURE() << "accepted " << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("report.json"), std::string::npos) << e.what();
+    }
+  }
+  const std::string shown =
+      inspect_text(R"({"moddit_report":1,"policies":[],"settings":{"block_size":64,"eta":"x"}})");
+  EXPECT_NE(shown.find("block size 64, eta -"), std::string::npos) << shown;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(EvalRun, RefusesTooLargeTopK) {
   TokenLayout t;
   t.frames = 2;

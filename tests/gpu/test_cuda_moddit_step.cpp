@@ -6,10 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <random>
-#include <thread>
 
 #if MODDIT_WITH_CUDA
 #include <cuda_runtime.h>
@@ -18,6 +16,7 @@
 #include "core/video_mask.hpp"
 #include "gpu_test_util.hpp"
 #include "moddit/error.hpp"
+#include "stream_gate.hpp"
 #include "moddit/moddit_policy.hpp"
 
 namespace moddit::gputest {
@@ -270,10 +269,8 @@ TEST(CudaModditStep, ReportsACountAboveItsBlocksPairs) {
 }
 
 #if MODDIT_WITH_CUDA
-void sleep_300ms(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(300)); }
-
 // Sparse and refresh calls queue the whole step and return: while the caller's
-// stream is held by a sleeping host callback, plan() and observe() come back with
+// stream is held by a host callback (stream_gate.hpp), plan() and observe() come back with
 // the stream still busy (they never wait for the device).
 TEST(CudaModditStep, PlanAndObserveDoNotWaitForTheDevice) {
   MODDIT_REQUIRE_GPU();
@@ -300,11 +297,13 @@ TEST(CudaModditStep, PlanAndObserveDoNotWaitForTheDevice) {
   }
   for (int step = 3; step <= 5; ++step) {
     gpu->synchronize();
-    ASSERT_EQ(cudaLaunchHostFunc(stream, sleep_300ms, nullptr), cudaSuccess);
+    StreamGate gate;
+    ASSERT_TRUE(gate.hold(stream));
     c.step = step;
     const Plan p = dev.plan(c);
     if (p.record_map) dev.observe(c, p, static_cast<const int32_t*>(counts_dev.get()));
     EXPECT_EQ(cudaStreamQuery(stream), cudaErrorNotReady) << "step " << step << " waited";
+    gate.open();
   }
   gpu->synchronize();
   EXPECT_EQ(dev.fits().size(), size_t(3 * H));

@@ -1,6 +1,6 @@
 // The CUDA backend queues everything on the caller's stream (set_stream) and
 // waits for nothing unless the host needs a result: while a stream is held back
-// by a sleeping host callback, attention, fills and zero_heads return at once
+// by a host callback (tests/gpu/stream_gate.hpp), attention, fills and zero_heads return at once
 // and the stream stays busy; the results then equal those of the default stream
 // bit for bit (the kernels are deterministic), also across stream switches with
 // fresh layouts (uploads and cache evictions in stream order).
@@ -9,18 +9,13 @@
 #if MODDIT_WITH_CUDA
 #include <cuda_runtime.h>
 
-#include <chrono>
 #include <random>
-#include <thread>
 
 #include "gpu_test_util.hpp"
+#include "stream_gate.hpp"
 
 namespace moddit::gputest {
 namespace {
-
-void sleep_ms(void* ms) {
-  std::this_thread::sleep_for(std::chrono::milliseconds(*static_cast<int*>(ms)));
-}
 
 struct Inputs {
   TokenLayout tokens;
@@ -40,17 +35,19 @@ struct Result {
 };
 
 // Runs attention (with the map) and zero_heads on head 3, on the backend's
-// current stream; returns out and map copied back.
+// current stream; returns out and map copied back. With `held`, that stream is
+// held back while the calls are made and must still be busy after them.
 Result run(Backend& gpu, const Inputs& in, const BlockLayout* layout, const BlockGrid& grid,
-           cudaStream_t held, int hold_ms) {
+           cudaStream_t held) {
   const size_t numel = in.out_init.size();
   const int n = grid.num_video_blocks;
   auto out = gpu.allocate(numel * 2);
   auto map = gpu.allocate(size_t(in.B) * in.H * n * n * sizeof(int32_t));
   gpu.copy_from_host(out.get(), in.out_init.data(), numel * 2);
+  StreamGate gate;
   if (held) {
     gpu.synchronize();  // the uploads are done; now hold the stream
-    EXPECT_EQ(cudaLaunchHostFunc(held, sleep_ms, &hold_ms), cudaSuccess);
+    EXPECT_TRUE(gate.hold(held));
   }
   gpu.fill_i32(static_cast<int32_t*>(map.get()), -1, size_t(in.B) * in.H * n * n);
   AttentionCall c;
@@ -66,6 +63,7 @@ Result run(Backend& gpu, const Inputs& in, const BlockLayout* layout, const Bloc
   // Nothing above waited for the device: the held stream is still busy.
   if (held) {
     EXPECT_EQ(cudaStreamQuery(held), cudaErrorNotReady);
+    gate.open();  // before the copies below, which wait for the stream
   }
   Result r;
   r.out.resize(numel);
@@ -96,8 +94,8 @@ TEST(CudaStream, WorkIsQueuedOnTheCallersStreamWithoutWaiting) {
   const BlockLayout sparse = random_layout(rng, in.B, in.H, grid.num_blocks(), 0.5);
 
   // Reference on the legacy default stream.
-  const Result ref_dense = run(*gpu, in, nullptr, grid, nullptr, 0);
-  const Result ref_sparse = run(*gpu, in, &sparse, grid, nullptr, 0);
+  const Result ref_dense = run(*gpu, in, nullptr, grid, nullptr);
+  const Result ref_sparse = run(*gpu, in, &sparse, grid, nullptr);
   // Head 3 zeroed, the others written and different from the initial values.
   const size_t per_head = in.D;
   bool zeroed = true, written = false;
@@ -114,23 +112,23 @@ TEST(CudaStream, WorkIsQueuedOnTheCallersStreamWithoutWaiting) {
   ASSERT_EQ(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking), cudaSuccess);
   gpu->set_stream(s1);
   EXPECT_EQ(gpu->stream(), static_cast<void*>(s1));
-  const Result a = run(*gpu, in, nullptr, grid, s1, 300);
+  const Result a = run(*gpu, in, nullptr, grid, s1);
   EXPECT_EQ(a.out, ref_dense.out);
   EXPECT_EQ(a.map, ref_dense.map);
   // A fresh layout (a cache miss: upload and schedule in stream order) on s2.
   gpu->set_stream(s2);
   const BlockLayout other = random_layout(rng, in.B, in.H, grid.num_blocks(), 0.3);
-  const Result b0 = run(*gpu, in, &other, grid, s2, 300);
-  const Result b = run(*gpu, in, &sparse, grid, s2, 300);
+  const Result b0 = run(*gpu, in, &other, grid, s2);
+  const Result b = run(*gpu, in, &sparse, grid, s2);
   EXPECT_EQ(b.out, ref_sparse.out);
   EXPECT_EQ(b.map, ref_sparse.map);
   // Many distinct layouts evict cached copies; results stay right.
   for (int i = 0; i < 12; ++i) {
     const BlockLayout l = random_layout(rng, in.B, in.H, grid.num_blocks(), 0.2 + 0.05 * i);
     BlockLayout copy = l;
-    run(*gpu, in, &copy, grid, nullptr, 0);
+    run(*gpu, in, &copy, grid, nullptr);
   }
-  const Result c = run(*gpu, in, &other, grid, nullptr, 0);
+  const Result c = run(*gpu, in, &other, grid, nullptr);
   EXPECT_EQ(c.out, b0.out);
   EXPECT_EQ(c.map, b0.map);
   gpu->set_stream(nullptr);

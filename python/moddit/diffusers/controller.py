@@ -12,7 +12,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from .. import _api
+from .. import _handles
 from .. import _moddit as _C
+from .. import _torch_ops  # noqa: F401  (registers torch.ops.moddit)
 from .families import Family
 from .steps import StepTracker, timestep_value
 
@@ -106,8 +108,11 @@ class Controller:
         self._generation = -1
         self._forward_timer = None
         self._signature = inspect.signature(model.forward)
+        self._param_names = list(self._signature.parameters)
         # Sequence parallelism (parallel.py), set by enable(parallel=...).
         self.parallel = None
+        # Names this controller in the torch.compile operators (moddit._torch_ops).
+        self._handle = _handles.register(self)
         self.reset()
 
     # --- generation state ------------------------------------------------------
@@ -146,23 +151,41 @@ class Controller:
             self.sessions[key] = entry
         return entry
 
-    # --- hooks -------------------------------------------------------------------
+    # --- hooks ---------------------------------------------------------------------
+    # The hooks run inside the transformer's forward, so torch.compile traces them:
+    # they only pick the arguments out and call moddit's operators, which do the
+    # host work (reading the timestep's value, the text mask) at run time.
     def pre_forward(self, module, args, kwargs):
-        # Bind positional arguments to the forward's parameter names: the order
-        # differs per family (CogVideoX passes encoder_hidden_states second).
-        try:
-            bound = self._signature.bind_partial(*args, **kwargs).arguments
-        except TypeError:
-            bound = dict(kwargs)
+        # Positional arguments by the forward's parameter names: the order differs
+        # per family (CogVideoX passes encoder_hidden_states second).
+        bound = dict(zip(self._param_names, args))
+        bound.update(kwargs)
         hidden = bound.get("hidden_states")
         timestep = bound.get("timestep")
-        if hidden is not None and hidden.ndim == 5:
+        mask = bound.get(self.family.text_mask_arg) if self.family.text_mask_arg else None
+        if not isinstance(hidden, torch.Tensor):
+            return None
+        if timestep is not None and not isinstance(timestep, torch.Tensor):
+            timestep = torch.tensor(timestep_value(timestep), dtype=torch.float32)
+        torch.ops.moddit.diffusers_begin_forward(
+            hidden, timestep, mask if isinstance(mask, torch.Tensor) else None, self._handle)
+        return None
+
+    def post_forward(self, module, args, kwargs, output):
+        out = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", None)
+        if isinstance(out, torch.Tensor):
+            torch.ops.moddit.diffusers_end_forward(out, self._handle)
+        return None
+
+    def begin_forward(self, hidden: torch.Tensor, timestep: Optional[torch.Tensor],
+                      text_mask: Optional[torch.Tensor]) -> None:
+        """The body of the forward pre-hook (torch.ops.moddit.diffusers_begin_forward)."""
+        if hidden.ndim == 5:
             self._grid = self.family.token_grid(self.model, tuple(hidden.shape))
         self._text_valid = None
-        if self.family.text_mask_arg:
-            mask = bound.get(self.family.text_mask_arg)
-            if mask is not None:
-                self._text_valid = [int(x) for x in mask.reshape(mask.shape[0], -1).sum(1).tolist()]
+        if text_mask is not None:
+            self._text_valid = [int(x) for x in
+                                text_mask.reshape(text_mask.shape[0], -1).sum(1).tolist()]
         step = self.tracker.on_forward(timestep_value(timestep))
         if self._generation != self.tracker.generation:
             self.reset()
@@ -170,13 +193,12 @@ class Controller:
             self._slot_step = step
             self._slots = {}
         self._forward_timer = _Timer(hidden)
-        return None
 
-    def post_forward(self, module, args, kwargs, output):
+    def end_forward(self) -> None:
+        """The body of the forward hook (torch.ops.moddit.diffusers_end_forward)."""
         if self._forward_timer is not None:
             self.forwards.append(ForwardStat(self.tracker.step, self._forward_timer.stop()))
             self._forward_timer = None
-        return None
 
     def note_fallback(self, layer: int, why: str) -> None:
         self.fallbacks[layer] = why

@@ -13,6 +13,9 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from .. import _handles
+from .. import _torch_ops
+
 try:
     from diffusers.models.attention_dispatch import dispatch_attention_fn
 except ImportError:  # older diffusers
@@ -31,7 +34,11 @@ def _dispatch(processor, query, key, value, attn_mask):
 
 
 class _ModditProcessor:
-    """Common state: the controller and this module's layer index."""
+    """Common state: the controller and this module's layer index.
+
+    The attention call goes through the operator torch.ops.moddit.diffusers_attention
+    (opaque to torch.compile: no graph break), which calls run_attention() back
+    with this processor named by its handle tensor."""
 
     def __init__(self, controller, layer: int, original):
         self.controller = controller
@@ -39,6 +46,23 @@ class _ModditProcessor:
         self.original = original
         self._attention_backend = getattr(original, "_attention_backend", None)
         self._parallel_config = getattr(original, "_parallel_config", None)
+        self._handle = _torch_ops.handle_tensor(_handles.register(self))
+
+    def _attention(self, query, key, value, attention_mask, text_tokens: int,
+                   qkv_layout: str = "NHD") -> torch.Tensor:
+        return torch.ops.moddit.diffusers_attention(query, key, value, attention_mask,
+                                                    self._handle, text_tokens, qkv_layout)
+
+    def run_attention(self, query, key, value, attention_mask, text_tokens: int,
+                      qkv_layout: str) -> torch.Tensor:
+        """The operator's body: the controller's call, with this model's own dense
+        attention for the calls the policy runs as plain dense attention."""
+        return self.controller.attention(
+            self.layer, query, key, value, text_tokens=text_tokens, key_mask=attention_mask,
+            dense=lambda: self.dense(query, key, value, attention_mask), qkv_layout=qkv_layout)
+
+    def dense(self, query, key, value, attention_mask) -> torch.Tensor:
+        return _dispatch(self, query, key, value, attention_mask)
 
 
 class WanModditProcessor(_ModditProcessor):
@@ -79,9 +103,7 @@ class WanModditProcessor(_ModditProcessor):
             query = apply_rotary_emb(query, *rotary_emb)
             key = apply_rotary_emb(key, *rotary_emb)
 
-        hidden_states = self.controller.attention(
-            self.layer, query, key, value, text_tokens=0,
-            dense=lambda: _dispatch(self, query, key, value, attention_mask))
+        hidden_states = self._attention(query, key, value, attention_mask, text_tokens=0)
         hidden_states = hidden_states.flatten(2, 3)
         hidden_states = hidden_states.type_as(query)
 
@@ -153,10 +175,8 @@ class HunyuanVideoModditProcessor(_ModditProcessor):
             value = torch.cat([value, encoder_value], dim=1)
 
         # 5. Attention (moddit): text after the video, padding from the mask.
-        hidden_states = self.controller.attention(
-            self.layer, query, key, value, text_tokens=encoder_hidden_states.shape[1],
-            key_mask=attention_mask,
-            dense=lambda: _dispatch(self, query, key, value, attention_mask))
+        hidden_states = self._attention(query, key, value, attention_mask,
+                                        text_tokens=encoder_hidden_states.shape[1])
         hidden_states = hidden_states.flatten(2, 3)
         hidden_states = hidden_states.to(query.dtype)
 
@@ -176,6 +196,9 @@ class HunyuanVideoModditProcessor(_ModditProcessor):
 class CogVideoXModditProcessor(_ModditProcessor):
     """Replaces CogVideoXAttnProcessor2_0: text before the video, [B, H, N, D]
     tensors (passed to moddit as layout HND, no copy)."""
+
+    def dense(self, query, key, value, attention_mask) -> torch.Tensor:
+        return F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                  attention_mask: Optional[torch.Tensor] = None,
@@ -224,10 +247,8 @@ class CogVideoXModditProcessor(_ModditProcessor):
                                                            attn_mask=attention_mask,
                                                            dropout_p=0.0, is_causal=False)
         else:
-            hidden_states = self.controller.attention(
-                self.layer, query, key, value, text_tokens=text_seq_length, qkv_layout="HND",
-                dense=lambda: F.scaled_dot_product_attention(query, key, value, dropout_p=0.0,
-                                                             is_causal=False))
+            hidden_states = self._attention(query, key, value, None, text_tokens=text_seq_length,
+                                            qkv_layout="HND")
 
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1,
                                                               attn.heads * head_dim)
