@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
                     "dense attention, at equal measured density, plus the sweeps that set "
                     "MOD-DiT's defaults and the model's attention statistics.")
     p.add_argument("--model", default="models/moddit-tiny", help="moddit-tiny model folder")
-    p.add_argument("--out-dir", default="quality-out", help="results, statistics, PNGs, log")
+    p.add_argument("--out-dir", default="reports/quality", help="results, statistics, PNGs, log")
     p.add_argument("--budget-seconds", type=float, default=330.0,
                    help="wall time for everything; runs that would not fit are skipped")
     p.add_argument("--smoke", action="store_true",
