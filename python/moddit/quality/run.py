@@ -68,7 +68,7 @@ class Settings:
     frame_pairs: Sequence[int] = (0, 5, 7)
     budget_seconds: float = 330.0
     reserve_seconds: float = 12.0
-    search_threads: int = 0                 # 0: all cores but two
+    search_threads: int = 0                 # 0: all cores but four (one on small hosts)
     extras: bool = True
     smoke: bool = False
     command: str = ""
@@ -250,7 +250,9 @@ class Evaluation:
                 # 0 and 16 tokens of spatial index give the same blocks as 64 at this
                 # grid's frame width; the duplicate would only cost search time.
                 options.multi_diagonal_windows = [0, 16]
-            threads = s.search_threads or max(1, (os.cpu_count() or 2) - 2)
+            # Leave cores to the process driving the GPU (launches, layouts, metrics).
+            cpus = os.cpu_count() or 2
+            threads = s.search_threads or max(1, cpus - (4 if cpus >= 8 else 1))
             self.search = BackgroundSearch(path, s.block, threads, options)
             self.log(f"calibration: {len(self.calib)} pairs recorded at steps {steps} in "
                      f"{time.perf_counter() - t:.1f} s ({os.path.getsize(path) / 2**20:.0f} MiB);"
