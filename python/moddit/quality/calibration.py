@@ -35,11 +35,12 @@ class BackgroundSearch:
     """measure_vdit on a thread; configs(density) once done."""
 
     def __init__(self, trajectory: str, block_size: int, threads: int,
-                 options: Optional[moddit.VditSearchOptions] = None):
+                 options: Optional[moddit.VditSearchOptions] = None, delete: bool = True):
         self.trajectory = trajectory
         self.options = options or moddit.VditSearchOptions()
         self.options.block_size = int(block_size)
         self.threads = int(threads)
+        self.delete = delete            # the trajectory file once measured
         self.table = None
         self.error: Optional[str] = None
         self.seconds: Optional[float] = None
@@ -57,6 +58,8 @@ class BackgroundSearch:
             self.error = f"{type(e).__name__}: {e}"
         finally:
             self.seconds = time.perf_counter() - self._t0
+            if self.delete and os.path.exists(self.trajectory):
+                os.remove(self.trajectory)
 
     @property
     def done(self) -> bool:
