@@ -971,3 +971,45 @@ def evaluate(source: TrajectorySource, policies: str = 'dense,moddit,oracle', ta
     """
 
 def inspect_file(path: str) -> str: ...
+
+def static_video_mask(kind: str, tokens: TokenLayout, grid: BlockGrid, target_density: float) -> Annotated[NDArray[numpy.uint8], dict(shape=(None, None))]:
+    """
+    The n x n video block mask (uint8, 1 = live) of the 'window' (3D sliding tile) or 'radial' (Radial Attention) baseline at a target video density, as `moddit eval` builds it.
+    """
+
+def svg_video_masks(tokens: TokenLayout, grid: BlockGrid, target_density: float) -> tuple:
+    """
+    (spatial, temporal): the two n x n video block masks of the SVG baseline at a target video density, as `moddit eval` builds them.
+    """
+
+def oracle_video_mask(mass: Annotated[NDArray[numpy.float64], dict(shape=(None, None), order='C', device='cpu', writable=False)], grid: BlockGrid, target_density: float) -> Annotated[NDArray[numpy.uint8], dict(shape=(None, None))]:
+    """
+    The evaluation's oracle for one head: from the dense block mass [n, n] (float64), the diagonal and then the blocks of most mass per token pair over the whole grid, at a target video density.
+    """
+
+def vdit_video_mask(choice: VditHeadChoice, tokens: TokenLayout, grid: BlockGrid) -> Annotated[NDArray[numpy.uint8], dict(shape=(None, None))]:
+    """The n x n video block mask of a Sparse-vDiT head choice (full: ones, skip: zeros)."""
+
+class VditLossTable:
+    """
+    The measurements of a Sparse-vDiT search (measure_vdit): decisions for any (lambda, eps) or target density follow without the data.
+    """
+
+    @property
+    def steps(self) -> list[int]: ...
+
+    @property
+    def layers(self) -> list[int]: ...
+
+    @property
+    def calibration(self) -> list[str]: ...
+
+def measure_vdit(sources: Sequence[TrajectorySource], backend: Backend, options: VditSearchOptions = ...) -> VditLossTable:
+    """
+    The measurement half of search_vdit (every candidate of every searched step, layer and head against dense attention); releases the GIL.
+    """
+
+def decide_vdit(table: VditLossTable, target_density: float) -> VditConfig:
+    """
+    The decision half of search_vdit(..., target_density): a VditConfig at that mean density.
+    """

@@ -25,4 +25,5 @@ NB_MODULE(_moddit, m) {
   moddit::py::bind_vdit(m);
   moddit::py::bind_trajectory(m);
   moddit::py::bind_eval(m);
+  moddit::py::bind_quality(m);
 }

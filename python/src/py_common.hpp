@@ -52,5 +52,6 @@ void bind_session(nb::module_& m);
 void bind_vdit(nb::module_& m);
 void bind_trajectory(nb::module_& m);
 void bind_eval(nb::module_& m);
+void bind_quality(nb::module_& m);
 
 }  // namespace moddit::py
