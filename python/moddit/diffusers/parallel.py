@@ -136,7 +136,6 @@ class ParallelCalls:
             self.layout = Layout(self.groups, ctl.num_heads, kind)
             if kind == "moddit" and isinstance(policy, str):
                 kw.setdefault("block_size", ctl.block_size)
-                kw.setdefault("eta", ctl.eta)
             self.policy = make_local_policy(policy, self.layout, ctl.num_layers, ctl.num_heads,
                                             config, **kw)
             if isinstance(self.policy, (_C.ModditPolicy, _C.SparseVditPolicy)):
@@ -189,7 +188,7 @@ class ParallelCalls:
                 device=str(device) if device.type == "cuda" else "cpu",
                 num_steps=ctl.tracker.schedule_length(), num_layers=ctl.num_layers,
                 num_heads=ctl.num_heads, head_dim=ctl.head_dim, block_size=ctl.block_size,
-                eta=ctl.eta, dense_calls_sdpa=sdpa)
+                dense_calls_sdpa=sdpa)
             entry = (sess, [-1])
             self.sessions[key] = entry
         sess, last = entry

@@ -131,7 +131,7 @@ class ParallelSession:
     def __init__(self, tokens: _C.TokenLayout, sharding: Sharding, groups: Groups,
                  policy: Any = "moddit", *, device: Any = "cpu", num_steps: int = 50,
                  num_layers: int = 1, num_heads: int = 1, head_dim: int = 128,
-                 block_size: int = 128, eta: float = 1e-4, dense_calls_sdpa: bool = False,
+                 block_size: int = 128, eta: Optional[float] = None, dense_calls_sdpa: bool = False,
                  config: Any = None, **config_kw: Any):
         if sharding.world != groups.P:
             _fail(f"the sharding is over {sharding.world} ranks, the group has {groups.P}")
@@ -144,19 +144,22 @@ class ParallelSession:
         if isinstance(policy, str):
             if self.kind == "moddit":
                 config_kw.setdefault("block_size", block_size)
-                config_kw.setdefault("eta", eta)
+                if eta is not None:
+                    config_kw.setdefault("eta", eta)
+            elif eta is not None:
+                _fail("eta is MOD-DiT's map threshold (the 'moddit' policy's config key 'eta')")
             policy = make_local_policy(policy, self.layout, num_layers, num_heads, config,
                                        **config_kw)
         elif config is not None or config_kw:
             _fail("config options given with a policy object: set them on the object")
-        self.num_heads, self.head_dim, self.block_size, self.eta = num_heads, head_dim, block_size, eta
+        self.num_heads, self.head_dim, self.block_size = num_heads, head_dim, block_size
         self.dense_calls_sdpa = dense_calls_sdpa
         self.device = torch.device(device) if isinstance(device, str) else torch.device("cpu")
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.session = _api.Session(tokens, policy, device=device, num_steps=num_steps,
                                     num_layers=num_layers, num_heads=self.layout.state_heads,
-                                    head_dim=head_dim, block_size=block_size, eta=eta)
+                                    head_dim=head_dim, block_size=block_size)
         self.policy = policy
         self.grid = _C.make_block_grid(tokens, block_size)
         g = groups
@@ -273,7 +276,7 @@ class ParallelSession:
                             block_size=self.block_size, backend=self.session.backend,
                             ring_group=g.ring, ring_rank=g.i, ring_global_ranks=self.ring_globals,
                             q_runs=[pc.runs for pc in self.ring_pieces], k_runs=self.k_runs,
-                            k_rows=self.k_rows, eta=self.eta, stats=stats)
+                            k_rows=self.k_rows, stats=stats)
         self.calls.append(dict(stats, layer=layer, kind=_kind_name(plan.kind),
                                density=_plan_density(groups, self.grid, L.ulysses_heads),
                                ring=True))
