@@ -150,10 +150,10 @@ std::vector<std::string> split(const std::string& s) {
 // the layout cache lookup, launches) overlaps the previous call's kernels as it
 // does inside a model, and the clock measures the GPU; `reps` makes a run last
 // about 25 ms. The calls' runs alternate: the GPU is power-capped and its clock
-// drifts over seconds (1.44-1.98 GHz seen within one row on the lent H100), so
-// timing one call after the other would hand the second a hotter, slower clock.
-// Median of `iters` runs each. (Timing one call at a time with a synchronize
-// around it also added its host work to the kernel time: up to ~1 ms per call.)
+// drifts over seconds (docs/BENCHMARKS.md, Setup), so timing one call after the
+// other would hand the second a hotter, slower clock. Median of `iters` runs
+// each. (Timing one call at a time with a synchronize around it also added its
+// host work to the kernel time.)
 std::vector<double> median_ms(Backend& be, const std::vector<AttentionCall>& calls, int iters) {
   using clock = std::chrono::steady_clock;
   auto run = [&](const AttentionCall& call, int reps) {

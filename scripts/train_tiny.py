@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.smoke and device.type == "cpu":
         # Tensors this small gain nothing from threads, and on a busy machine
-        # OpenMP's spinning threads make a step 10x slower.
+        # OpenMP's spinning threads make a step many times slower.
         torch.set_num_threads(1)
     frames, height, width = FULL if args.size == "full" else SMALL
     deadline = T0 + args.minutes * 60 - args.reserve_seconds if args.minutes > 0 else 0.0

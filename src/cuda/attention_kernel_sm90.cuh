@@ -36,7 +36,7 @@ namespace moddit::cuda {
 constexpr int kWsThreads = 384;
 
 // K (and V) tiles in flight: the map pass's tiles are short, so it needs more
-// (map, wan dense: 32 ms with 2 stages, 23 ms with 4, 24 ms with 6). FP8 tiles
+// (more than 4 gained nothing: docs/BENCHMARKS.md). FP8 tiles
 // are half the bytes and half the tensor-core time: twice the stages keep the
 // same bytes and time in flight.
 template <int D, bool MAP, bool FP8 = false>
@@ -111,8 +111,8 @@ __device__ __forceinline__ void reg_fence(uint32_t (&r)[K][4]) {
 // Descriptors of consumer c's 64 rows of Q slot qs and of stage st's K and V
 // tiles. A k-step's descriptor is the tile's plus its offset in 16-byte units
 // (the start-address field cannot carry: shared memory is < 256 KiB), so the
-// loops below add a constant instead of rebuilding descriptors (that was ~20% of
-// the map pass's instructions).
+// loops below add a constant instead of rebuilding descriptors (the rebuilds were
+// a large share of the map pass's instructions).
 // FP8 Q and K tiles are [128][D] bytes: one swizzle region of D-byte rows
 // (128-byte swizzle at D = 128, 64-byte at D = 64; 8-row groups D * 8 bytes
 // apart); the V^T tile is [D][128] bytes, 128-byte swizzle.
@@ -334,8 +334,8 @@ __device__ __forceinline__ void ws_consumer_forward(const KernelArgs& a, const W
   // Ping-pong (dense calls): consumer c issues its products only after the other
   // consumer issued its own for the previous tile, so the two run half a tile
   // apart and one's softmax overlaps the other's products. Consumer 0 goes
-  // first. Measured on H100: +2-4% dense, but -5% or so on sparse rows (a few
-  // tiles per item), which therefore let the consumers drift freely.
+  // first. It pays on dense calls but costs on sparse rows (a few tiles per
+  // item: docs/BENCHMARKS.md), which therefore let the consumers drift freely.
   const bool pingpong = p.layout_row_ptr == nullptr;
   if (pingpong && c == 1) named_bar_arrive(1, 256);
   int it = 0;
@@ -493,8 +493,8 @@ __device__ __forceinline__ void count_tile(float (&s)[64], int2 key, const MapRo
   } else {
     n = FMA ? count_below_fma(s, rows.fma) : count_below_compare(s, rows.thr);
   }
-  // One REDUX for the warp's sum (five dependent shuffles and adds were ~12% of
-  // the samples at D = 128, waiting on the shuffles).
+  // One REDUX for the warp's sum (five dependent shuffles and adds kept the warp
+  // waiting on the shuffles).
   const unsigned count = __reduce_add_sync(0xffffffffu, unsigned(n));
   if (lane == 0) atomicAdd_block(sh.count + st, count);
   mbar_arrive(sh.kempty + 8 * st);  // lane 0's arrival releases its add with the stage
@@ -626,7 +626,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const __g
 
   // warp and warpgroup broadcast from lane 0, so that the compiler knows them
   // warp-uniform and keeps the wgmma descriptor arithmetic in uniform registers
-  // (measured: dense +2-4%, wan 560-568 -> 579-585 TFLOP/s).
+  // (faster in an A/B run: docs/BENCHMARKS.md).
   const int tid = threadIdx.x, lane = tid & 31;
   const int warp = __shfl_sync(0xffffffffu, tid >> 5, 0), wg = warp >> 2;
   if (tid == 0) {

@@ -161,8 +161,8 @@ class IntCache {
 // The schedule: the rows of each (batch, head) together, heads by total cost
 // (64-key tiles) largest first, rows by cost within a head largest first (ties in
 // index order). A head's K/V then stays in L2 while its rows run, and the last
-// wave is made of the cheapest work. On H100 with the warp-specialised forward this
-// beat plain longest-first over all rows by 5-15% on 14 of 16 sparse rows
+// wave is made of the cheapest work. It beat plain longest-first over all rows on
+// most sparse layouts in an A/B run ("Kernel design choices" in
 // (docs/BENCHMARKS.md); MODDIT_CUDA_ORDER=lpt keeps plain longest-first. The GPU
 // MOD-DiT step builds the same order (moddit_step.cu, schedule_rows).
 std::vector<int32_t> longest_first(const BlockLayout& l, const BlockGrid& grid, bool grouped) {

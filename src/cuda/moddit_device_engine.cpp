@@ -107,7 +107,7 @@ class DeviceEngine final : public core::ModditEngine {
     // the next call's kernels are queued after this call's attention on the same
     // stream, so they overwrite it only once the attention has read it. (A fresh
     // allocation per call made the pool grow and shrink around every
-    // synchronisation while the host ran layers ahead: ~10 ms per call.)
+    // synchronisation while the host ran layers ahead.)
     const size_t sched = dense_refresh ? 0 : schedule_scratch_bytes(rows, g.nb);
     Arena ar;
     const size_t o_entries = ar.add<int32_t>(size_t(rows));

@@ -53,9 +53,9 @@ class CallStat:
 def dense_calls_on_sdpa(mode: str, device: torch.device, head_dim: int, block_size: int) -> bool:
     """Whether plain dense calls (no map) run the model's own attention (SDPA)
     rather than moddit's dense kernel. "auto" takes the faster one as measured
-    on an H100 (docs/BENCHMARKS.md): moddit's Hopper kernel at D = 128 with
-    128-token blocks (1.10-1.13x cuDNN), SDPA's cuDNN otherwise (at D = 64 it is
-    1.1x faster than moddit's kernel; off Hopper moddit runs its portable kernel)."""
+    (docs/BENCHMARKS.md, "cuDNN for dense steps without a map"): moddit's Hopper
+    kernel at D = 128 with 128-token blocks, SDPA's cuDNN otherwise (it is the
+    faster one at D = 64; off Hopper moddit runs its portable kernel)."""
     if mode != "auto":
         return mode == "sdpa"
     hopper = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
