@@ -25,7 +25,6 @@ share of the call is printed.
 import argparse
 import datetime
 import json
-import math
 import os
 import sys
 
