@@ -309,7 +309,9 @@ void setup(CLI::App& app) {
       "bench",
       "Effective TFLOP/s of the CUDA dense and block-sparse attention at video-DiT shapes "
       "(wan: H=40 N=32760 D=128, hunyuan: H=24 N=75600 D=128, cog: H=48 N=35328 D=64; B=1) "
-      "and densities, on random and MOD-DiT-shaped layouts, with the exact-map cost; then "
+      "and densities, on random and MOD-DiT-shaped layouts, with the exact-map cost, each "
+      "call's output checked against the CPU reference on sampled rows (a mismatch fails "
+      "the run); then "
       "MOD-DiT's host work per call as a share of dense attention at wan (CFG batch 2) and "
       "the whole model's MOD-DiT state. Without a GPU: the host work and state only.");
   cmd->add_option("--shapes", o->shapes, "comma list of wan, hunyuan, cog")->capture_default_str();

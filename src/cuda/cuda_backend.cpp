@@ -1,6 +1,7 @@
 // The CUDA backend: validates a call before any launch, keeps device copies of
 // the block grid, head subsets and layouts (cached by content, since a pipeline
-// reuses them call after call), schedules the rows (cuda::schedule_rows) and launches the forward kernel and, when asked, the map pass.
+// reuses them call after call), schedules the rows (cuda::schedule_rows) and
+// launches the forward kernel and, when asked, the map pass.
 //
 // Everything is queued on the caller's stream (set_stream): launches, memsets,
 // uploads, copies back, and allocations and frees too (a stream-ordered pool), so
@@ -438,7 +439,9 @@ class CudaBackend final : public Backend {
     return layout_cache_.front();
   }
   // The order the kernel takes the rows in (CudaOptions::group_rows_by_head):
-  // uploads the row costs and sorts them on the stream; scratch freed in stream order.
+  // grouped by head, a head's K/V stays in L2 while its rows run, and longest
+  // first, the last wave is the cheapest work. Uploads the row costs and sorts
+  // them on the stream; the scratch is freed in stream order.
   std::shared_ptr<void> schedule(const std::vector<int32_t>& cost, int nb) {
     const int64_t rows = int64_t(cost.size());
     MODDIT_CHECK(rows < (int64_t(1) << 31), "attention: too many layout rows (", rows, ")");
