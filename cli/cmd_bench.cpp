@@ -1,7 +1,9 @@
 // `moddit bench`: effective TFLOP/s of the CUDA dense and block-sparse attention
 // (4 * B * H * D * sum of live query x key pairs / t) at video-DiT shapes and
 // densities, on random and MOD-DiT-shaped layouts, with and without the exact
-// sparsity map. scripts/bench_gpu.py puts the same kernels beside PyTorch's SDPA
+// sparsity map. Every timed call's output is checked against the CPU reference on
+// sampled rows (eval/output_check.hpp); a mismatch fails the run before anything
+// is written. scripts/bench_gpu.py puts the same kernels beside PyTorch's SDPA
 // (cuDNN, flash) and FlexAttention in one process; docs/BENCHMARKS.md has results.
 #include <algorithm>
 #include <chrono>
@@ -16,6 +18,7 @@
 
 #include "bench_overhead.hpp"
 #include "commands.hpp"
+#include "eval/output_check.hpp"
 #include "io/atomic_file.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/block_layout.hpp"
@@ -198,7 +201,7 @@ void run_bench(const Options& o) {
   const bool gpu = cuda_available();
   MODDIT_CHECK(gpu || o.overhead, "bench: the kernel sweep needs the CUDA backend and a GPU (",
                "moddit was built without CUDA or no device is present)");
-  std::shared_ptr<Backend> be = gpu ? make_cuda_backend(0) : nullptr;
+  std::shared_ptr<Backend> be = gpu ? make_cuda_backend(0, cuda_options_from_environment()) : nullptr;
   if (!gpu || o.overhead_only) {
     if (!gpu) std::printf("kernel sweep skipped: no CUDA device (or built without CUDA)\n");
     print_moddit_overhead(o.overhead_opts, be.get());
@@ -207,8 +210,8 @@ void run_bench(const Options& o) {
   const DType dt = dtype_from_string(o.dtype);
   MODDIT_CHECK(dt == DType::BF16 || dt == DType::F16, "bench: --dtype must be bf16 or f16");
   std::printf("device: %s\n", be->name().c_str());
-  std::printf("%-8s %-7s %7s %7s %10s %8s %10s %8s\n", "shape", "layout", "target", "density",
-              "ms", "TFLOP/s", "ms+map", "map_cost");
+  std::printf("%-8s %-7s %7s %7s %10s %8s %10s %8s %8s\n", "shape", "layout", "target", "density",
+              "ms", "TFLOP/s", "ms+map", "map_cost", "rel.err");
   std::ostringstream js;
   js << "[";
   bool first = true;
@@ -266,19 +269,30 @@ void run_bench(const Options& o) {
           calls.back().map_counts = static_cast<int32_t*>(map.get());
         }
         const std::vector<double> t = median_ms(*be, calls, o.iters);
+        // Each call once more, its output against the CPU reference (sampled rows).
+        double err = 0.0;
+        const double bound = eval::output_error_bound(dt);
+        const std::string lname = lp ? kind : "dense";
+        for (const AttentionCall& c : calls) {
+          be->attention(c);
+          const double e = eval::sampled_output_error(*be, c);
+          MODDIT_CHECK(e <= bound, "bench: ", s.name, " ", lname, " density ", density,
+                       c.map_counts ? " with the map" : "", ": the output differs from the CPU ",
+                       "reference (relative L2 error ", e, " > ", bound, " on sampled rows)");
+          err = std::max(err, e);
+        }
         const double ms = t[0], ms_map = o.map ? t[1] : 0.0;
         const double flops = 4.0 * D * live_pairs(lp, grid, H, B);
         const double tflops = flops / (ms * 1e-3) / 1e12;
-        const std::string lname = lp ? kind : "dense";
-        std::printf("%-8s %-7s %7.2f %7.3f %10.3f %8.1f %10.3f %7.0f%%\n", s.name.c_str(),
+        std::printf("%-8s %-7s %7.2f %7.3f %10.3f %8.1f %10.3f %7.0f%% %8.1e\n", s.name.c_str(),
                     lname.c_str(), density, real_density, ms, tflops, ms_map,
-                    o.map ? 100.0 * (ms_map / ms - 1.0) : 0.0);
+                    o.map ? 100.0 * (ms_map / ms - 1.0) : 0.0, err);
         std::fflush(stdout);
         js << (first ? "" : ",") << "\n  {\"shape\": \"" << s.name << "\", \"layout\": \"" << lname
            << "\", \"heads\": " << H << ", \"dim\": " << D << ", \"seq_len\": " << N
            << ", \"target_density\": " << density << ", \"density\": " << real_density
            << ", \"ms\": " << ms << ", \"tflops\": " << tflops << ", \"ms_with_map\": " << ms_map
-           << "}";
+           << ", \"rel_err\": " << err << "}";
         first = false;
       }
     }
@@ -295,7 +309,9 @@ void setup(CLI::App& app) {
       "bench",
       "Effective TFLOP/s of the CUDA dense and block-sparse attention at video-DiT shapes "
       "(wan: H=40 N=32760 D=128, hunyuan: H=24 N=75600 D=128, cog: H=48 N=35328 D=64; B=1) "
-      "and densities, on random and MOD-DiT-shaped layouts, with the exact-map cost; then "
+      "and densities, on random and MOD-DiT-shaped layouts, with the exact-map cost, each "
+      "call's output checked against the CPU reference on sampled rows (a mismatch fails "
+      "the run); then "
       "MOD-DiT's host work per call as a share of dense attention at wan (CFG batch 2) and "
       "the whole model's MOD-DiT state. Without a GPU: the host work and state only.");
   cmd->add_option("--shapes", o->shapes, "comma list of wan, hunyuan, cog")->capture_default_str();

@@ -25,7 +25,6 @@ share of the call is printed.
 import argparse
 import datetime
 import json
-import math
 import os
 import sys
 
@@ -34,40 +33,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_gpu import SHAPES, bench_ms, video_layout  # noqa: E402  (one layout builder, one timer)
+from bench_gpu import SHAPES, accuracy, bench_ms, csr, reference_rows, video_layout  # noqa: E402  (one of each)
 
 import moddit  # noqa: E402
 
 BS = 128
-
-
-def csr(masks):
-    counts = masks.sum(-1).astype(np.int32)
-    row_ptr = np.zeros(masks.shape[0] * masks.shape[1] + 1, dtype=np.int32)
-    row_ptr[1:] = np.cumsum(counts.reshape(-1))
-    col_idx = np.ascontiguousarray(np.nonzero(masks.reshape(-1, masks.shape[2]))[1].astype(np.int32))
-    return row_ptr, col_idx
-
-
-def reference_rows(q, k, v, masks, rows, heads, N):
-    """fp32 attention for `rows` query rows of `heads`, over the live keys."""
-    out = []
-    for h in heads:
-        qh = q[0, rows, h].float()
-        s = (qh @ k[0, :, h].float().T) / math.sqrt(q.shape[-1])
-        if masks is not None:
-            key_block = torch.arange(N, device=q.device) // BS
-            live = torch.from_numpy(masks[h]).to(q.device)[torch.as_tensor(rows, device=q.device) // BS][:, key_block]
-            s = s.masked_fill(~live, float("-inf"))
-        out.append(torch.softmax(s, -1) @ v[0, :, h].float())
-    return torch.stack(out, 1)  # [rows, heads, D]
-
-
-def accuracy(o, ref, rows, heads):
-    x = o[0, rows][:, heads].float()
-    rel = float((x - ref).norm() / ref.norm())
-    cos = float(torch.nn.functional.cosine_similarity(x.flatten(), ref.flatten(), dim=0))
-    return rel, cos
 
 
 def quantize_share(fn):

@@ -18,4 +18,4 @@ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODDIT_CUDA=O
   -DPNG_LIBRARY="$LIB/libpng16.so" -DPNG_PNG_INCLUDE_DIR="$CARRY/include" \
   -DZLIB_LIBRARY="$LIB/libz.a" -DZLIB_INCLUDE_DIR="$CARRY/include" \
   -DMODDIT_BUILD_PYTHON=OFF >"$BUILD.configure.log" 2>&1 || { cat "$BUILD.configure.log"; exit 1; }
-ninja -C "$BUILD" -j"$(nproc)" ${TARGETS:-test_gpu moddit_cli moddit_capi}
+ninja -C "$BUILD" -j"$(nproc)" ${TARGETS:-test_gpu moddit_cli}

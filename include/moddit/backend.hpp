@@ -13,6 +13,11 @@
 
 namespace moddit {
 
+struct ModditConfig;
+namespace core {
+class ModditEngine;  // src/core/moddit_engine.hpp
+}
+
 // A block layout that already lives on the backend's device, built there by a
 // device policy (the MOD-DiT step on the GPU): the kernel reads it as is, with no
 // upload, no validation and no host copy. Same CSR as BlockLayout, plus the
@@ -94,6 +99,16 @@ class Backend : public std::enable_shared_from_this<Backend> {
   // Whether calls of this precision can run here (FP8 on a GPU also needs
   // 128-token blocks, checked per call).
   virtual bool supports(Precision precision) const { return precision == Precision::Exact; }
+  // The engine that keeps a ModditPolicy's state in this backend's memory and runs
+  // the MOD-DiT step on this backend's device and stream (src/core/moddit_engine.hpp),
+  // or null (the default): the policy keeps its state on the host. A policy asks
+  // the backend of its first stateful call; the CUDA backend returns its GPU step.
+  virtual std::shared_ptr<core::ModditEngine> make_moddit_engine(const ModditConfig& config,
+                                                                 int num_heads) {
+    (void)config;
+    (void)num_heads;
+    return nullptr;
+  }
 };
 
 // Validates a call against the token layout and fills the plain parameter struct
@@ -125,9 +140,32 @@ BlockLayout download_layout(Backend& backend, const DeviceLayout& layout);
 // The fp32 CPU reference backend (threads = 0: all hardware threads).
 std::shared_ptr<Backend> make_cpu_backend(int threads = 0);
 
+// The CUDA backend's switches (docs/CONFIG.md). The defaults are what production
+// runs; the others exist for tests and kernel comparisons. The backend reads no
+// environment: a program that wants the MODDIT_CUDA_* variables to set these asks
+// cuda_options_from_environment() (the CLI and the C++ test programs do).
+struct CudaOptions {
+  // Run the portable sm80 kernel on Hopper too (then no FP8). Default: the
+  // warp-specialised wgmma kernel on sm_90, the portable one elsewhere.
+  bool portable_kernel = false;
+  // The row schedule: each (batch, head)'s rows together, heads by total cost
+  // largest first, rows by cost within a head (true); or plain longest-first
+  // over all rows (false). Both from cuda::schedule_rows.
+  bool group_rows_by_head = true;
+  // Count every row of the Hopper map pass by compare, the path otherwise taken
+  // only for rows with a tiny threshold (tests: both paths give the same maps).
+  bool map_count_by_compare = false;
+};
+
+// CudaOptions from MODDIT_CUDA_KERNEL (auto | sm80 = portable_kernel),
+// MODDIT_CUDA_ORDER (grouped | lpt = !group_rows_by_head) and MODDIT_CUDA_MAP_COUNT
+// (auto | compare = map_count_by_compare); unset or empty = the default. Throws
+// moddit::Error naming the variable on any other value.
+CudaOptions cuda_options_from_environment();
+
 // The CUDA backend; throws moddit::Error when moddit was built without CUDA or
 // no device is present.
-std::shared_ptr<Backend> make_cuda_backend(int device_index = 0);
+std::shared_ptr<Backend> make_cuda_backend(int device_index = 0, const CudaOptions& options = {});
 bool cuda_available();
 
 }  // namespace moddit

@@ -268,8 +268,10 @@ class Backend:
 def cpu_backend(threads: int = 0) -> Backend:
     """The fp32 CPU reference backend (threads=0: all hardware threads)."""
 
-def cuda_backend(device_index: int = 0) -> Backend:
-    """The CUDA backend; raises moddit.Error without CUDA."""
+def cuda_backend(device_index: int = 0, *, portable_kernel: bool = False,
+                 group_rows_by_head: bool = True, map_count_by_compare: bool = False) -> Backend:
+    """A new CUDA backend; raises moddit.Error without CUDA. The switches are
+    CudaOptions' (docs/CONFIG.md); get_backend('cuda') uses the defaults."""
 
 def cuda_available() -> bool: ...
 

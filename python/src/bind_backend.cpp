@@ -83,8 +83,20 @@ void bind_backend(nb::module_& m) {
 
   m.def("cpu_backend", &make_cpu_backend, nb::arg("threads") = 0,
         "The fp32 CPU reference backend (threads=0: all hardware threads).");
-  m.def("cuda_backend", &make_cuda_backend, nb::arg("device_index") = 0,
-        "The CUDA backend; raises moddit.Error without CUDA.");
+  m.def(
+      "cuda_backend",
+      [](int device_index, bool portable_kernel, bool group_rows_by_head, bool map_count_by_compare) {
+        CudaOptions o;
+        o.portable_kernel = portable_kernel;
+        o.group_rows_by_head = group_rows_by_head;
+        o.map_count_by_compare = map_count_by_compare;
+        return make_cuda_backend(device_index, o);
+      },
+      nb::arg("device_index") = 0, nb::kw_only(), nb::arg("portable_kernel") = CudaOptions{}.portable_kernel,
+      nb::arg("group_rows_by_head") = CudaOptions{}.group_rows_by_head,
+      nb::arg("map_count_by_compare") = CudaOptions{}.map_count_by_compare,
+      "A new CUDA backend; raises moddit.Error without CUDA. The switches are "
+      "CudaOptions' (docs/CONFIG.md); get_backend('cuda') uses the defaults.");
   m.def("cuda_available", &cuda_available);
   m.def(
       "check_cpu_threads", [](int64_t threads) { check_thread_count(threads, "set_cpu_threads"); },

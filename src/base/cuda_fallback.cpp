@@ -4,7 +4,7 @@
 #include "moddit/error.hpp"
 
 namespace moddit {
-std::shared_ptr<Backend> make_cuda_backend(int) {
+std::shared_ptr<Backend> make_cuda_backend(int, const CudaOptions&) {
   throw Error("the CUDA backend is not available: moddit was built without CUDA (nvcc not found)");
 }
 bool cuda_available() { return false; }

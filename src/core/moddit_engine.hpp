@@ -1,8 +1,8 @@
 #pragma once
 // Where ModditPolicy keeps its state and does its per-call work: on the host
 // (moddit_host_engine.cpp) or on the backend's GPU (src/cuda/moddit_device_engine.cpp,
-// registered by the CUDA backend when it is created, so that core does not link
-// against CUDA). ModditPolicy itself keeps what both share: the call checks, the
+// which the CUDA backend hands out through Backend::make_moddit_engine, so that core
+// does not link against CUDA). ModditPolicy itself keeps what both share: the call checks, the
 // dense layers and the schedule.
 #include <cstdint>
 #include <memory>
@@ -36,12 +36,6 @@ class ModditEngine {
 };
 
 std::unique_ptr<ModditEngine> make_host_engine(const ModditConfig& config, int num_heads);
-
-// A device engine works on `backend`'s device and stream.
-using DeviceEngineFactory = std::unique_ptr<ModditEngine> (*)(const ModditConfig& config,
-                                                              int num_heads, Backend& backend);
-void register_device_engine(Device device, DeviceEngineFactory factory);
-DeviceEngineFactory device_engine_factory(Device device);  // null when none is registered
 
 }  // namespace core
 }  // namespace moddit

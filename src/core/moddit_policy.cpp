@@ -1,7 +1,5 @@
 #include "moddit/moddit_policy.hpp"
 
-#include <mutex>
-
 #include "core/moddit_engine.hpp"
 #include "core/schedule.hpp"
 #include "moddit/error.hpp"
@@ -9,28 +7,11 @@
 
 namespace moddit {
 
-namespace core {
-namespace {
-std::mutex g_factory_mu;
-DeviceEngineFactory g_factories[2] = {nullptr, nullptr};  // by Device
-}  // namespace
-
-void register_device_engine(Device device, DeviceEngineFactory factory) {
-  std::lock_guard<std::mutex> lock(g_factory_mu);
-  g_factories[static_cast<int>(device)] = factory;
-}
-
-DeviceEngineFactory device_engine_factory(Device device) {
-  std::lock_guard<std::mutex> lock(g_factory_mu);
-  return g_factories[static_cast<int>(device)];
-}
-}  // namespace core
-
 struct ModditPolicy::Impl {
   ModditConfig cfg;
   int num_layers = 0, num_heads = 0;
   std::vector<uint8_t> dense_layer;
-  std::unique_ptr<core::ModditEngine> engine;  // chosen by the first call that needs state
+  std::shared_ptr<core::ModditEngine> engine;  // chosen by the first call that needs state
   // The backend a device engine's state lives on (its memory, device and stream).
   const Backend* engine_backend = nullptr;
   std::string engine_backend_name;
@@ -49,33 +30,29 @@ struct ModditPolicy::Impl {
                  c.grid->block_size, " differs from config block_size ", cfg.block_size);
   }
 
-  // The state lives where the first stateful call's backend computes: on its GPU
-  // when a device engine is registered for it (and device_step allows it), on the
-  // host otherwise. It cannot move afterwards, and GPU state is bound to that
-  // backend object (its device, memory pool and stream): a call through another
-  // backend (another device, or another instance on the same one) is refused. The
-  // device engine keeps its backend alive, so the address identifies it.
+  // The state lives where the first stateful call's backend computes: in that
+  // backend's memory when it offers an engine (Backend::make_moddit_engine, and
+  // device_step allows it), on the host otherwise. It cannot move afterwards. GPU
+  // state is bound to that backend object (its device, memory pool and stream): a
+  // call through another backend (another device, or another instance on the same
+  // one) is refused. The device engine keeps its backend alive, so the address
+  // identifies it. Host state serves any backend (the maps come to the host).
   core::ModditEngine& engine_for(const CallInfo& c) {
-    const Device want = c.backend && cfg.device_step && cfg.ridge_lambda > 0.0 &&
-                                core::device_engine_factory(c.backend->device())
-                            ? c.backend->device()
-                            : Device::CPU;
     if (!engine) {
-      if (want == Device::CPU) {
-        engine = core::make_host_engine(cfg, num_heads);
-      } else {
-        engine = core::device_engine_factory(want)(cfg, num_heads, *c.backend);
+      if (c.backend && cfg.device_step && cfg.ridge_lambda > 0.0)
+        engine = c.backend->make_moddit_engine(cfg, num_heads);
+      if (engine) {
         engine_backend = c.backend;
         engine_backend_name = c.backend->name();
+      } else {
+        engine = core::make_host_engine(cfg, num_heads);
       }
     }
-    MODDIT_CHECK(engine->device() == want, "moddit policy: its state is on ",
-                 to_string(engine->device()), " but this call's backend wants it on ",
-                 to_string(want), " (use one policy per backend)");
-    MODDIT_CHECK(want == Device::CPU || c.backend == engine_backend, "moddit policy: its GPU state "
-                 "lives on the backend it was made on (", engine_backend_name, ", device ",
-                 engine_backend ? engine_backend->device_index() : -1, "); this call runs on "
-                 "another backend (", c.backend->name(), ", device ", c.backend->device_index(),
+    MODDIT_CHECK(!engine_backend || c.backend == engine_backend, "moddit policy: its ",
+                 to_string(engine->device()), " state lives on the backend it was made on (",
+                 engine_backend_name, ", device ", engine_backend ? engine_backend->device_index() : -1,
+                 "); this call runs on another backend (", c.backend ? c.backend->name() : "none",
+                 ", device ", c.backend ? c.backend->device_index() : -1,
                  "): use one ModditPolicy per backend");
     return *engine;
   }

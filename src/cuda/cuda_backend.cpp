@@ -1,7 +1,7 @@
 // The CUDA backend: validates a call before any launch, keeps device copies of
 // the block grid, head subsets and layouts (cached by content, since a pipeline
-// reuses them call after call), builds the schedule (rows grouped by head,
-// longest first) and launches the forward kernel and, when asked, the map pass.
+// reuses them call after call), schedules the rows (cuda::schedule_rows) and
+// launches the forward kernel and, when asked, the map pass.
 //
 // Everything is queued on the caller's stream (set_stream): launches, memsets,
 // uploads, copies back, and allocations and frees too (a stream-ordered pool), so
@@ -11,7 +11,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <memory>
@@ -21,6 +20,7 @@
 #include "cuda/attention_launch.hpp"
 #include "cuda/fp8_quantize.hpp"
 #include "cuda/moddit_device_engine.hpp"
+#include "cuda/moddit_step.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
 
@@ -158,41 +158,18 @@ class IntCache {
   std::list<DeviceInts> entries_;
 };
 
-// The schedule: the rows of each (batch, head) together, heads by total cost
-// (64-key tiles) largest first, rows by cost within a head largest first (ties in
-// index order). A head's K/V then stays in L2 while its rows run, and the last
-// wave is made of the cheapest work. It beat plain longest-first over all rows on
-// most sparse layouts in an A/B run ("Kernel design choices" in
-// (docs/BENCHMARKS.md); MODDIT_CUDA_ORDER=lpt keeps plain longest-first. The GPU
-// MOD-DiT step builds the same order (moddit_step.cu, schedule_rows).
-std::vector<int32_t> longest_first(const BlockLayout& l, const BlockGrid& grid, bool grouped) {
-  const int64_t rows = l.rows();
-  const int nb = l.num_q_blocks;
+// Each row's cost for the schedule: its key blocks' 64-key tiles (the same unit
+// as the GPU MOD-DiT step's layout rows, moddit_step.hpp).
+std::vector<int32_t> row_costs(const BlockLayout& l, const BlockGrid& grid) {
   std::vector<int32_t> tiles_of(grid.num_blocks());
   for (int b = 0; b < grid.num_blocks(); ++b) tiles_of[b] = (grid.block_len(b) + 63) / 64;
-  std::vector<int32_t> cost(rows);
-  const int64_t groups = grouped ? rows / nb : 1;
-  std::vector<int64_t> group_cost(groups, 0);
-  for (int64_t r = 0; r < rows; ++r) {
+  std::vector<int32_t> cost(size_t(l.rows()));
+  for (int64_t r = 0; r < l.rows(); ++r) {
     int32_t c = 0;
     for (int32_t i = l.row_ptr[r]; i < l.row_ptr[r + 1]; ++i) c += tiles_of[l.col_idx[i]];
     cost[r] = c;
-    group_cost[grouped ? r / nb : 0] += c;
   }
-  std::vector<int32_t> group_order(groups);
-  for (int64_t g = 0; g < groups; ++g) group_order[g] = static_cast<int32_t>(g);
-  std::stable_sort(group_order.begin(), group_order.end(),
-                   [&](int32_t a, int32_t b) { return group_cost[a] > group_cost[b]; });
-  std::vector<int32_t> order;
-  order.reserve(rows);
-  for (int32_t g : group_order) {
-    const size_t first = order.size();
-    const int64_t len = grouped ? nb : rows;
-    for (int64_t q = 0; q < len; ++q) order.push_back(static_cast<int32_t>(int64_t(g) * len + q));
-    std::stable_sort(order.begin() + first, order.end(),
-                     [&](int32_t a, int32_t b) { return cost[a] > cost[b]; });
-  }
-  return order;
+  return cost;
 }
 
 bool is_device_pointer(const void* ptr, int device) {
@@ -207,7 +184,8 @@ bool is_device_pointer(const void* ptr, int device) {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) : device_(device), starts_(8), heads_(8) {
+  CudaBackend(int device, const CudaOptions& options)
+      : device_(device), options_(options), starts_(8), heads_(8) {
     int count = 0;
     check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
     MODDIT_CHECK(device >= 0 && device < count, "cuda: device ", device, " not present (",
@@ -220,8 +198,6 @@ class CudaBackend final : public Backend {
     check(cudaEventCreateWithFlags(&last_work_, cudaEventDisableTiming), "cudaEventCreate");
     counter_ = device_alloc(mem_, 2 * sizeof(int));
     mark_work();
-    // A ModditPolicy on a session with this backend runs its step here.
-    core::register_device_engine(Device::CUDA, &cuda::make_moddit_device_engine);
   }
   ~CudaBackend() override {
     // Free the caches on the current stream while the backend still knows it;
@@ -257,7 +233,13 @@ class CudaBackend final : public Backend {
   void* stream() const override { return stream_; }
   int device_index() const override { return device_; }
   bool supports(Precision precision) const override {
-    return precision == Precision::Exact || (props_.major == 9 && !portable_kernel_);
+    return precision == Precision::Exact || (props_.major == 9 && !options_.portable_kernel);
+  }
+
+  // A ModditPolicy whose first stateful call runs here keeps its state on this GPU.
+  std::shared_ptr<core::ModditEngine> make_moddit_engine(const ModditConfig& config,
+                                                         int num_heads) override {
+    return cuda::make_moddit_device_engine(config, num_heads, *this, options_.group_rows_by_head);
   }
 
   std::string name() const override { return std::string("cuda:") + props_.name; }
@@ -292,8 +274,8 @@ class CudaBackend final : public Backend {
     cuda::Schedule s;
     s.counter = static_cast<int*>(counter_.get());
     s.num_items = p.batch * p.num_sel_heads * p.num_q_blocks;
-    s.wgmma = props_.major == 9 && !portable_kernel_;
-    s.map_compare = map_compare_;
+    s.wgmma = props_.major == 9 && !options_.portable_kernel;
+    s.map_compare = options_.map_count_by_compare;
     if (call.layout) {
       check_layout_shape(*call.layout, p);  // the same layout may come with another batch
       const LayoutEntry& e = layout_entry(*call.layout, grid);
@@ -306,7 +288,7 @@ class CudaBackend final : public Backend {
     if (p.precision == Precision::FP8) {
       MODDIT_CHECK(supports(Precision::FP8) && p.max_block_len == 128, "attention: precision fp8 needs ",
                    "a Hopper GPU (sm_90a) and 128-token blocks (", props_.name, ", block_size ",
-                   p.max_block_len, props_.major == 9 && portable_kernel_ ? ", MODDIT_CUDA_KERNEL=sm80" : "",
+                   p.max_block_len, props_.major == 9 && options_.portable_kernel ? ", CudaOptions::portable_kernel" : "",
                    ")");
       s.fp8 = &fp8_operands(p);
       cuda::launch_quantize_fp8(p, *s.fp8, props_.multiProcessorCount, stream_);
@@ -403,20 +385,20 @@ class CudaBackend final : public Backend {
   }
   // Device copies of a layout and its schedule, kept while the content repeats
   // (a pipeline reuses a layout for many calls). A hit costs one memcmp of the
-  // host arrays; a miss validates the content, sorts and uploads. The shape
+  // host arrays; a miss validates the content, uploads it and its row costs, and
+  // schedules the rows on the device (cuda::schedule_rows, as the GPU MOD-DiT step
+  // does for its own layouts: one schedule). The shape
   // against the call (a chunk call's key blocks included) is not the cache's
   // business: attention() checks it on every call, hit or miss.
   struct LayoutEntry {
-    std::vector<int32_t> row_ptr_h, col_idx_h, starts_h, order_h;
-    int batch = 0, heads = 0, q_blocks = 0, k_blocks = 0, k_block_begin = 0, k_block_end = 0;
+    std::vector<int32_t> row_ptr_h, col_idx_h, starts_h, cost_h;
+    int batch = 0, heads = 0, q_blocks = 0, k_blocks = 0;
     std::shared_ptr<void> row_ptr, col_idx, order;
   };
   const LayoutEntry& layout_entry(const BlockLayout& l, const BlockGrid& grid) {
     for (auto it = layout_cache_.begin(); it != layout_cache_.end(); ++it)
       if (it->batch == l.batch && it->heads == l.heads && it->q_blocks == l.num_q_blocks &&
-          it->k_blocks == l.num_k_blocks && it->k_block_begin == p.k_block_begin &&
-          it->k_block_end == p.k_block_end &&
-          same(it->starts_h, grid.starts.data(), grid.starts.size()) &&
+          it->k_blocks == l.num_k_blocks && same(it->starts_h, grid.starts.data(), grid.starts.size()) &&
           same(it->row_ptr_h, l.row_ptr.data(), l.row_ptr.size()) &&
           same(it->col_idx_h, l.col_idx.data(), l.col_idx.size())) {
         layout_cache_.splice(layout_cache_.begin(), layout_cache_, it);
@@ -431,9 +413,7 @@ class CudaBackend final : public Backend {
     e.heads = l.heads;
     e.q_blocks = l.num_q_blocks;
     e.k_blocks = l.num_k_blocks;
-    e.k_block_begin = p.k_block_begin;
-    e.k_block_end = p.k_block_end;
-    e.order_h = longest_first(l, grid, grouped_order_);
+    e.cost_h = row_costs(l, grid);
     layout_cache_.push_front(std::move(e));
     // Uploaded from the entry's own host arrays (alive as long as the entry), in
     // stream order: an evicted entry's buffers are freed after the kernels that
@@ -450,13 +430,33 @@ class CudaBackend final : public Backend {
     try {
       f.row_ptr = up(f.row_ptr_h);
       f.col_idx = up(f.col_idx_h);
-      f.order = up(f.order_h);
+      f.order = schedule(f.cost_h, l.num_q_blocks);
     } catch (...) {
       layout_cache_.pop_front();  // never leave an entry without its device copies
       throw;
     }
     if (layout_cache_.size() > 8) layout_cache_.pop_back();
     return layout_cache_.front();
+  }
+  // The order the kernel takes the rows in (CudaOptions::group_rows_by_head):
+  // grouped by head, a head's K/V stays in L2 while its rows run, and longest
+  // first, the last wave is the cheapest work. Uploads the row costs and sorts
+  // them on the stream; the scratch is freed in stream order.
+  std::shared_ptr<void> schedule(const std::vector<int32_t>& cost, int nb) {
+    const int64_t rows = int64_t(cost.size());
+    MODDIT_CHECK(rows < (int64_t(1) << 31), "attention: too many layout rows (", rows, ")");
+    auto order = device_alloc(mem_, cost.size() * sizeof(int32_t));
+    if (rows == 0) return order;
+    const int group = options_.group_rows_by_head ? nb : int(rows);  // lpt: one group
+    auto cost_d = device_alloc(mem_, cost.size() * sizeof(int32_t));
+    check(cudaMemcpyAsync(cost_d.get(), cost.data(), cost.size() * sizeof(int32_t),
+                          cudaMemcpyHostToDevice, stream_),
+          "upload row costs");
+    const size_t bytes = cuda::schedule_scratch_bytes(rows, group);
+    auto scratch = device_alloc(mem_, bytes);
+    cuda::schedule_rows(static_cast<const int32_t*>(cost_d.get()), rows, group,
+                        static_cast<int32_t*>(order.get()), scratch.get(), bytes, stream_);
+    return order;
   }
   // The FP8 operands of a call (fp8_operands.hpp), carved from one buffer that
   // only grows (freed in stream order when it does).
@@ -502,6 +502,7 @@ class CudaBackend final : public Backend {
   }
 
   int device_;
+  CudaOptions options_;
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;  // the legacy default stream until set_stream
   std::shared_ptr<StreamMemory> mem_;  // first: the caches below free into it
@@ -515,33 +516,17 @@ class CudaBackend final : public Backend {
   size_t fp8_bytes_ = 0;
   cuda::Fp8Operands fp8_;
   int64_t launches_ = 0;
-  bool grouped_order_ = [] {
-    const char* e = std::getenv("MODDIT_CUDA_ORDER");
-    return !(e && std::string(e) == "lpt");
-  }();
-  // MODDIT_CUDA_KERNEL=sm80 runs the portable kernel on Hopper too (tests, comparisons).
-  bool portable_kernel_ = [] {
-    const char* e = std::getenv("MODDIT_CUDA_KERNEL");
-    return e && std::string(e) == "sm80";
-  }();
-  // MODDIT_CUDA_MAP_COUNT=compare makes the Hopper map pass count every row by
-  // compare, the path it otherwise takes only for rows with a tiny threshold
-  // (tests: both paths must give the same maps).
-  bool map_compare_ = [] {
-    const char* e = std::getenv("MODDIT_CUDA_MAP_COUNT");
-    return e && std::string(e) == "compare";
-  }();
 };
 
 }  // namespace
 
-std::shared_ptr<Backend> make_cuda_backend(int device_index) {
+std::shared_ptr<Backend> make_cuda_backend(int device_index, const CudaOptions& options) {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) cudaGetLastError();
   MODDIT_CHECK(e == cudaSuccess && count > 0, "the CUDA backend is not available: no CUDA device (",
                e == cudaSuccess ? "0 devices" : cudaGetErrorString(e), ")");
-  return std::make_shared<CudaBackend>(device_index);
+  return std::make_shared<CudaBackend>(device_index, options);
 }
 
 bool cuda_available() {

@@ -83,8 +83,9 @@ struct PendingFits {
 
 class DeviceEngine final : public core::ModditEngine {
  public:
-  DeviceEngine(const ModditConfig& cfg, int num_heads, Backend& backend)
-      : cfg_(cfg), heads_(num_heads), owner_(backend.shared_from_this()), backend_(*owner_) {
+  DeviceEngine(const ModditConfig& cfg, int num_heads, Backend& backend, bool group_rows_by_head)
+      : cfg_(cfg), heads_(num_heads), group_rows_by_head_(group_rows_by_head),
+        owner_(backend.shared_from_this()), backend_(*owner_) {
     bad_count_ = backend_.allocate(sizeof(int));
     check(cudaMemsetAsync(bad_count_.get(), 0, sizeof(int), stream()), "memset");
   }
@@ -103,12 +104,14 @@ class DeviceEngine final : public core::ModditEngine {
                  " blocks does not fit int32 offsets");
     const bool dense_refresh = kind == CallKind::Refresh && cfg_.refresh == "dense";
 
+    // The backend's row schedule (CudaOptions::group_rows_by_head; lpt: one group).
+    const int sched_group = group_rows_by_head_ ? g.nb : int(rows);
     // Everything the layout needs, in one buffer the engine reuses call after call:
     // the next call's kernels are queued after this call's attention on the same
     // stream, so they overwrite it only once the attention has read it. (A fresh
     // allocation per call made the pool grow and shrink around every
     // synchronisation while the host ran layers ahead.)
-    const size_t sched = dense_refresh ? 0 : schedule_scratch_bytes(rows, g.nb);
+    const size_t sched = dense_refresh ? 0 : schedule_scratch_bytes(rows, sched_group);
     Arena ar;
     const size_t o_entries = ar.add<int32_t>(size_t(rows));
     const size_t o_live = ar.add<int64_t>(size_t(tasks));
@@ -163,7 +166,7 @@ class DeviceEngine final : public core::ModditEngine {
       launch_layout_rows(l, H, s);
     }
     int32_t* order = at<int32_t>(mem, o_order);
-    schedule_rows(at<int32_t>(mem, o_cost), rows, g.nb, order, at<char>(mem, o_scratch), sched, s);
+    schedule_rows(at<int32_t>(mem, o_cost), rows, sched_group, order, at<char>(mem, o_scratch), sched, s);
     std::shared_ptr<const float> density = next_density_slot();
     launch_density(at<int64_t>(mem, o_live), tasks, grid->total_area,
                    const_cast<float*>(density.get()), s);
@@ -413,6 +416,7 @@ class DeviceEngine final : public core::ModditEngine {
 
   ModditConfig cfg_;
   int heads_;
+  bool group_rows_by_head_;
   std::shared_ptr<Backend> owner_;  // the state lives in its memory: keep it alive
   Backend& backend_;
   using GridKey = std::tuple<std::vector<int32_t>, int64_t, int>;  // starts, P, first video block
@@ -430,9 +434,10 @@ class DeviceEngine final : public core::ModditEngine {
 }  // namespace
 
 std::unique_ptr<core::ModditEngine> make_moddit_device_engine(const ModditConfig& config,
-                                                              int num_heads, Backend& backend) {
+                                                              int num_heads, Backend& backend,
+                                                              bool group_rows_by_head) {
   MODDIT_CHECK(backend.device() == Device::CUDA, "moddit step: the device engine needs a CUDA backend");
-  return std::make_unique<DeviceEngine>(config, num_heads, backend);
+  return std::make_unique<DeviceEngine>(config, num_heads, backend, group_rows_by_head);
 }
 
 }  // namespace moddit::cuda

@@ -21,15 +21,6 @@ using moddit_test::FakeBackend;
 
 namespace {
 
-class FakeGpu : public FakeBackend {
- public:
-  Device device() const override { return Device::CUDA; }
-  void copy_to_host(void* dst, const void* src, size_t bytes) override {
-    ++copies_to_host;
-    FakeBackend::copy_to_host(dst, src, bytes);
-  }
-  int copies_to_host = 0;
-};
 
 class FakeDeviceEngine final : public core::ModditEngine {
  public:
@@ -72,8 +63,20 @@ class FakeDeviceEngine final : public core::ModditEngine {
 };
 int FakeDeviceEngine::observed = 0;
 
-std::unique_ptr<core::ModditEngine> make_fake(const ModditConfig& cfg, int heads, Backend&) {
-  return std::make_unique<FakeDeviceEngine>(cfg, heads);
+class FakeGpu : public FakeBackend {
+ public:
+  Device device() const override { return Device::CUDA; }
+  void copy_to_host(void* dst, const void* src, size_t bytes) override {
+    ++copies_to_host;
+    FakeBackend::copy_to_host(dst, src, bytes);
+  }
+  int copies_to_host = 0;
+  // The device engine this backend hands a ModditPolicy (Backend::make_moddit_engine).
+  std::shared_ptr<core::ModditEngine> make_moddit_engine(const ModditConfig& cfg, int heads) override;
+};
+
+std::shared_ptr<core::ModditEngine> FakeGpu::make_moddit_engine(const ModditConfig& cfg, int heads) {
+  return std::make_shared<FakeDeviceEngine>(cfg, heads);
 }
 
 TokenLayout tokens() {
@@ -137,7 +140,6 @@ RunResult run(std::shared_ptr<Backend> backend, bool device_step) {
 }
 
 TEST(DeviceStepPlumbing, SessionRunsADeviceEngineWithoutCopyingMaps) {
-  core::register_device_engine(Device::CUDA, &make_fake);
   FakeDeviceEngine::observed = 0;
   auto gpu = std::make_shared<FakeGpu>();
   const RunResult dev = run(gpu, true);
@@ -161,16 +163,27 @@ TEST(DeviceStepPlumbing, SessionRunsADeviceEngineWithoutCopyingMaps) {
   EXPECT_TRUE(dev.plain_dense_step0);
   EXPECT_FALSE(dev.plain_dense_step1);
   EXPECT_EQ(dev.out, host.out);
-  core::register_device_engine(Device::CUDA, nullptr);
 }
 
 TEST(DeviceStepPlumbing, DeviceStepFalseKeepsTheStateOnTheHost) {
-  core::register_device_engine(Device::CUDA, &make_fake);
   auto gpu = std::make_shared<FakeGpu>();
   const RunResult r = run(gpu, false);
   EXPECT_EQ(r.state_device, Device::CPU);
   EXPECT_GT(gpu->copies_to_host, 0);  // the maps came to the host
-  core::register_device_engine(Device::CUDA, nullptr);
+}
+
+// The engine comes from the call's backend, not from a registry filled as a side
+// effect: a GPU-like backend that offers none leaves the state on the host, even
+// after a backend that does offer one has been made and used.
+class GpuWithoutEngine : public FakeBackend {
+ public:
+  Device device() const override { return Device::CUDA; }
+};
+
+TEST(DeviceStepPlumbing, TheEngineIsTheBackendsOwn) {
+  EXPECT_EQ(run(std::make_shared<FakeGpu>(), true).state_device, Device::CUDA);
+  const RunResult r = run(std::make_shared<GpuWithoutEngine>(), true);
+  EXPECT_EQ(r.state_device, Device::CPU);
 }
 
 TEST(DeviceStepPlumbing, BackendsRefuseTheWrongLayoutKind) {

@@ -70,11 +70,6 @@ TEST(RobustCore, TheMapIsRecordedWithTheConfigsEta) {
 
 // ---- device state bound to its backend ------------------------------------------
 
-class FakeGpu : public FakeBackend {
- public:
-  Device device() const override { return Device::CUDA; }
-};
-
 class BoundEngine final : public core::ModditEngine {
  public:
   BoundEngine(const ModditConfig& cfg, int heads) : host_(core::make_host_engine(cfg, heads)) {}
@@ -94,12 +89,16 @@ class BoundEngine final : public core::ModditEngine {
   std::unique_ptr<core::ModditEngine> host_;
 };
 
-std::unique_ptr<core::ModditEngine> make_bound(const ModditConfig& cfg, int heads, Backend&) {
-  return std::make_unique<BoundEngine>(cfg, heads);
-}
+// A "GPU" backend whose engine is the host one, held in the "device" state.
+class FakeGpu : public FakeBackend {
+ public:
+  Device device() const override { return Device::CUDA; }
+  std::shared_ptr<core::ModditEngine> make_moddit_engine(const ModditConfig& cfg, int heads) override {
+    return std::make_shared<BoundEngine>(cfg, heads);
+  }
+};
 
 TEST(RobustCore, DeviceStateIsRefusedOnAnotherBackend) {
-  core::register_device_engine(Device::CUDA, &make_bound);
   const TokenLayout tok = small_tokens();
   SessionOptions o;
   o.num_steps = 6;
@@ -126,7 +125,6 @@ TEST(RobustCore, DeviceStateIsRefusedOnAnotherBackend) {
   expect_error([&] { b.attention(0, q.view(), k.view(), v.view(), out.view()); }, "another backend");
   a.begin_step(1);
   EXPECT_NO_THROW(a.attention(0, q.view(), k.view(), v.view(), out.view()));
-  core::register_device_engine(Device::CUDA, nullptr);
 }
 
 // ---- sizes bounded before allocation ----------------------------------------------

@@ -4,6 +4,7 @@
 // layouts, and the comparison of a CUDA run with the CPU reference.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -82,5 +83,25 @@ struct Outcome {
 };
 
 Outcome run_case(Backend& gpu, Backend& cpu, const Case& c);
+
+// What cuda::schedule_rows must give (the one row schedule, moddit_step.hpp),
+// written plainly: rows in groups of `group` consecutive rows, groups by total
+// cost largest first, rows by cost within a group largest first, ties in index
+// order. group = all rows: plain longest-first.
+inline std::vector<int32_t> reference_schedule(const std::vector<int32_t>& cost, int group) {
+  const int64_t rows = int64_t(cost.size()), groups = rows / group;
+  std::vector<int64_t> gcost(size_t(groups), 0);
+  for (int64_t r = 0; r < rows; ++r) gcost[size_t(r / group)] += cost[size_t(r)];
+  std::vector<int32_t> gorder(static_cast<size_t>(groups));
+  for (int64_t g = 0; g < groups; ++g) gorder[size_t(g)] = int32_t(g);
+  std::stable_sort(gorder.begin(), gorder.end(), [&](int32_t a, int32_t b) { return gcost[a] > gcost[b]; });
+  std::vector<int32_t> want;
+  for (int32_t g : gorder) {
+    const size_t first = want.size();
+    for (int q = 0; q < group; ++q) want.push_back(int32_t(int64_t(g) * group + q));
+    std::stable_sort(want.begin() + first, want.end(), [&](int32_t a, int32_t b) { return cost[a] > cost[b]; });
+  }
+  return want;
+}
 
 }  // namespace moddit::gputest

@@ -32,7 +32,7 @@ struct Fixture : ::testing::Test {
   std::shared_ptr<Backend> gpu, cpu;
   void SetUp() override {
     if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-    gpu = make_cuda_backend(0);
+    gpu = make_cuda_backend(0, cuda_options_from_environment());
     cpu = make_cpu_backend(0);
   }
   // bf16 operands: P is rounded to 16 bits before P.V, so ~1e-3..1e-2 relative.
@@ -263,9 +263,9 @@ TEST_F(Fixture, BadInputThrowsBeforeLaunch) {
 // for every row here, must give the same maps. (Elsewhere the path is the
 // default one, so the text, batch and partial-block cases run on both.)
 TEST_F(Fixture, MapCountByCompare) {
-  ::setenv("MODDIT_CUDA_MAP_COUNT", "compare", 1);
-  std::shared_ptr<Backend> compare = make_cuda_backend(0);
-  ::unsetenv("MODDIT_CUDA_MAP_COUNT");
+  CudaOptions by_compare = cuda_options_from_environment();
+  by_compare.map_count_by_compare = true;
+  std::shared_ptr<Backend> compare = make_cuda_backend(0, by_compare);
   for (TextPosition pos : {TextPosition::Before, TextPosition::After}) {
     Case c;
     c.tokens = with_text(video(3, 8, 16), pos, 150, 97);

@@ -61,7 +61,7 @@ struct CudaChunks : ::testing::Test {
   std::shared_ptr<Backend> gpu, cpu;
   void SetUp() override {
     if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-    gpu = make_cuda_backend(0);
+    gpu = make_cuda_backend(0, cuda_options_from_environment());
     cpu = make_cpu_backend(0);
   }
 

@@ -82,7 +82,7 @@ struct Fp8Fixture : ::testing::Test {
   std::shared_ptr<Backend> gpu, cpu;
   void SetUp() override {
     if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-    gpu = make_cuda_backend(0);
+    gpu = make_cuda_backend(0, cuda_options_from_environment());
     if (!gpu->supports(Precision::FP8)) GTEST_SKIP() << "precision fp8 needs Hopper: " << gpu->name();
     cpu = make_cpu_backend(0);
   }
@@ -296,9 +296,9 @@ TEST_F(Fp8Fixture, FreshRandomSeed) {
 
 // The FP8 map pass's compare path (rows with tiny thresholds), forced everywhere.
 TEST_F(Fp8Fixture, MapCountByCompare) {
-  ::setenv("MODDIT_CUDA_MAP_COUNT", "compare", 1);
-  std::shared_ptr<Backend> compare_backend = make_cuda_backend(0);
-  ::unsetenv("MODDIT_CUDA_MAP_COUNT");
+  CudaOptions by_compare = cuda_options_from_environment();
+  by_compare.map_count_by_compare = true;
+  std::shared_ptr<Backend> compare_backend = make_cuda_backend(0, by_compare);
   std::swap(gpu, compare_backend);
   Case c;
   c.tokens = with_text(video(3, 8, 16), TextPosition::Before, 150, 97);
@@ -313,7 +313,7 @@ TEST_F(Fp8Fixture, MapCountByCompare) {
 // Where FP8 cannot run the call is refused with a message naming the reason.
 TEST(CudaFp8, UnsupportedCallsAreRefused) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  std::shared_ptr<Backend> gpu = make_cuda_backend(0);
+  std::shared_ptr<Backend> gpu = make_cuda_backend(0, cuda_options_from_environment());
   const TokenLayout tk = video(2, 8, 8);
   const int N = 128, H = 2, D = 64;
   auto buf = gpu->allocate(size_t(N) * H * D * 2);

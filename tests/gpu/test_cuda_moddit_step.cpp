@@ -93,7 +93,7 @@ BlockLayout to_host(Backend& gpu, const DeviceLayout& d, std::vector<int32_t>* o
 }
 
 void run_case(const StepCase& sc, int seed) {
-  auto gpu = make_cuda_backend(0);
+  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
   const BlockGrid grid = make_block_grid(sc.tokens, sc.block_size);
   const int n = grid.num_video_blocks, H = sc.heads, B = sc.batch;
   const size_t nn = size_t(n) * n;
@@ -129,24 +129,12 @@ void run_case(const StepCase& sc, int seed) {
       const BlockLayout got = to_host(*gpu, *gd.device_layout, &order);
       EXPECT_EQ(got.row_ptr, gh.layout->row_ptr) << "step " << step;
       EXPECT_EQ(got.col_idx, gh.layout->col_idx) << "step " << step;
-      // The backend's schedule: each (batch, head)'s rows together, heads by total
-      // cost (64-key tiles) largest first, rows by cost within, ties in index order.
+      // The backend's schedule (gpu_test_util.hpp: reference_schedule).
       std::vector<int32_t> cost(size_t(got.rows()));
       for (int64_t r = 0; r < got.rows(); ++r)
         for (int32_t e = got.row_ptr[r]; e < got.row_ptr[r + 1]; ++e)
           cost[r] += (grid.block_len(got.col_idx[e]) + 63) / 64;
-      const int nbk = grid.num_blocks(), groups = int(got.rows() / nbk);
-      std::vector<int64_t> gcost(size_t(groups), 0);
-      for (int64_t r = 0; r < got.rows(); ++r) gcost[r / nbk] += cost[r];
-      std::vector<int32_t> gorder(static_cast<size_t>(groups));
-      for (int gi = 0; gi < groups; ++gi) gorder[gi] = gi;
-      std::stable_sort(gorder.begin(), gorder.end(), [&](int32_t a, int32_t b) { return gcost[a] > gcost[b]; });
-      std::vector<int32_t> want;
-      for (int32_t gi : gorder) {
-        const size_t first = want.size();
-        for (int q = 0; q < nbk; ++q) want.push_back(gi * nbk + q);
-        std::stable_sort(want.begin() + first, want.end(), [&](int32_t a, int32_t b) { return cost[a] > cost[b]; });
-      }
+      const std::vector<int32_t> want = reference_schedule(cost, grid.num_blocks());
       EXPECT_EQ(order, want) << "step " << step;
       gpu->synchronize();
       EXPECT_NEAR(*gd.device_layout->density_when_synced, core::layout_video_density(*gh.layout, grid),
@@ -245,7 +233,7 @@ TEST(CudaModditStep, MatchesHostOnAnUnalignedLargerGrid) {
 
 TEST(CudaModditStep, ReportsACountAboveItsBlocksPairs) {
   MODDIT_REQUIRE_GPU();
-  auto gpu = make_cuda_backend(0);
+  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
   const TokenLayout tokens = video(2, 16, 16);
   const BlockGrid grid = make_block_grid(tokens, 128);
   const int n = grid.num_video_blocks;
@@ -274,7 +262,7 @@ TEST(CudaModditStep, ReportsACountAboveItsBlocksPairs) {
 // the stream still busy (they never wait for the device).
 TEST(CudaModditStep, PlanAndObserveDoNotWaitForTheDevice) {
   MODDIT_REQUIRE_GPU();
-  auto gpu = make_cuda_backend(0);
+  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   gpu->set_stream(stream);
@@ -314,7 +302,7 @@ TEST(CudaModditStep, PlanAndObserveDoNotWaitForTheDevice) {
 
 TEST(CudaModditStep, StateCannotMoveBetweenHostAndDevice) {
   MODDIT_REQUIRE_GPU();
-  auto gpu = make_cuda_backend(0);
+  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
   const TokenLayout tokens = video(2, 16, 16);
   const BlockGrid grid = make_block_grid(tokens, 128);
   ModditConfig cfg;

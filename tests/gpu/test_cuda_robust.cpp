@@ -51,7 +51,7 @@ TEST(CudaRobust, CachedLayoutIsCheckedAgainstEveryCallsBatch) {
   tokens.height = 15;
   tokens.width = 21;  // N = 945: a partial last block
   std::mt19937 rng(std::random_device{}());
-  auto gpu = make_cuda_backend(0);
+  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
   const int H = 2, D = 128;
   const BlockGrid grid = make_block_grid(tokens, 128);
   const BlockLayout l1 = random_layout(rng, 1, H, grid.num_blocks(), 0.4);  // made for batch 1
@@ -91,7 +91,8 @@ TEST(CudaRobust, ModditStateRefusesASecondCudaBackend) {
   tokens.width = 32;  // N = 1024: 8 blocks
   std::mt19937 rng(std::random_device{}());
   const int H = 2, D = 128;
-  auto a = make_cuda_backend(0), b = make_cuda_backend(0);  // two instances, one device
+  const CudaOptions opts = cuda_options_from_environment();
+  auto a = make_cuda_backend(0, opts), b = make_cuda_backend(0, opts);  // two instances, one device
   ModditConfig cfg;
   cfg.warmup_steps = 2;
   cfg.interval = 2;

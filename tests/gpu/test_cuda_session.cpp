@@ -42,7 +42,7 @@ TEST(CudaSession, ModditScheduleWithRefreshFollowsItsMasks) {
   const int H = spec.heads, D = spec.head_dim;
   const size_t numel = size_t(N) * H * D;
 
-  auto gpu = make_cuda_backend(0);
+  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
   ModditConfig cfg;
   cfg.warmup_steps = 3;  // records at 1, 2; sparse 3-5; refresh 6; sparse 7
   cfg.interval = 3;
@@ -130,7 +130,7 @@ TEST(CudaSession, DeviceStepEqualsHostStep) {
   const int64_t N = tokens.total_tokens();
   const int H = spec.heads, D = spec.head_dim, B = 2;  // CFG as batch 2
   const size_t numel = size_t(B) * N * H * D;
-  auto gpu = make_cuda_backend(0);
+  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
   ModditConfig cfg;
   cfg.block_size = 64;
   cfg.warmup_steps = 4;  // records at 2, 3; sparse 4, 5; refresh 6; sparse 7; refresh 8

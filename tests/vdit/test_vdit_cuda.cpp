@@ -59,7 +59,7 @@ TEST(VditCuda, MatchesTheCpuReferenceAndSkipsHeads) {
     cpu_session.begin_step(0);
     cpu_session.attention(0, q32.view(), k32.view(), v32.view(), ref.view());
 
-    auto gpu = make_cuda_backend(0);
+    auto gpu = make_cuda_backend(0, cuda_options_from_environment());
     auto dq = gpu->allocate(count * 2), dk = gpu->allocate(count * 2), dv = gpu->allocate(count * 2),
          dout = gpu->allocate(count * 2);
     gpu->copy_from_host(dq.get(), qb.data(), count * 2);
