@@ -31,7 +31,7 @@ double max_block_share(const BlockGrid& grid) {
   return m * m / (V * V);
 }
 
-TEST(StaticMasks, DensityReachesTargetWithinOneBlockAndKeepsDiagonal) {
+TEST(StaticMasks, DensityIsTheTargetWithinHalfABlockAndKeepsDiagonal) {
   for (const TokenLayout& t : {video_layout(6, 16, 16), video_layout(5, 9, 13), video_layout(13, 4, 30)})
     for (int bs : {64, 128})
       for (double target : {0.05, 0.15, 0.3, 0.7, 1.0})
@@ -46,9 +46,9 @@ TEST(StaticMasks, DensityReachesTargetWithinOneBlockAndKeepsDiagonal) {
             for (int i = 0; i < n; ++i) dm[i * n + i] = 1;
             return eval::video_mask_density(dm.data(), grid);
           }();
-          EXPECT_GE(d, std::min(target, 1.0) - 1e-12) << t.describe() << " bs " << bs;
+          EXPECT_GE(d, diag_only - 1e-12) << t.describe() << " bs " << bs;
           if (target > diag_only) {
-            EXPECT_LT(d - max_block_share(grid), target) << t.describe() << " bs " << bs;
+            EXPECT_NEAR(d, target, 0.5 * max_block_share(grid) + 1e-12) << t.describe() << " bs " << bs;
           }
         }
 }
@@ -123,12 +123,9 @@ TEST(Oracle, RecallAtLeastEveryPolicyAtEqualDensity) {
     }
     EXPECT_GE(oracle.recall + 1e-12, other.kind == "moddit" ? 0.0 : other.recall);
   }
-  // Densities at the target (within one block of 64 x 64 out of 512 x 512).
-  for (const PolicyResult& p : r.policies)
-    if (p.kind != "moddit") {
-      EXPECT_GE(p.density, 0.25 - 1e-12) << p.label;
-      EXPECT_LT(p.density, 0.25 + 1.0 / 64) << p.label;
-    }
+  // Every policy at the target, MOD-DiT included (within half a block of 64 x 64
+  // out of 512 x 512).
+  for (const PolicyResult& p : r.policies) EXPECT_NEAR(p.density, 0.25, 0.5 / 64 + 1e-12) << p.label;
 }
 
 TEST(Baselines, DenseBeforeWarmupAndLayoutsKeepTextAndDiagonal) {
