@@ -117,6 +117,10 @@ struct EvalSnapshot {
   std::vector<uint8_t> oracle_mask;  // the oracle's mask (empty without oracle)
 };
 
+// How far a policy's achieved video density (the mean over its sparse steps)
+// may be from the run's target before the report says why.
+constexpr double kDensityTolerance = 0.005;
+
 struct EvalResult {
   TrajectoryInfo info;
   EvalSettings settings;
@@ -126,6 +130,9 @@ struct EvalResult {
   std::vector<PolicyResult> policies;
   std::vector<EvalSnapshot> snapshots;
   std::vector<std::string> notes;
+  // One line per policy whose achieved density is more than kDensityTolerance
+  // from the target, saying why (also in notes and under the terminal table).
+  std::vector<std::string> off_target;
   double wall_seconds = 0.0;
   double reference_seconds = 0.0;  // dense reference attention, all calls
   double stats_seconds = 0.0;      // dense block mass / map pass, all calls

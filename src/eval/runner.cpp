@@ -348,6 +348,8 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
     res.policies.push_back(std::move(r.result));
   }
   res.notes = eval::standard_notes(res, first_step);
+  res.off_target = eval::off_target_notes(res);
+  for (const std::string& note : res.off_target) res.notes.push_back(note);
   for (const std::string& note : vdit_notes) res.notes.push_back(note);
   for (int ref_step : {cfg.warmup_steps - 2, cfg.warmup_steps - 1})
     if (has_moddit && ref_step >= 0 &&

@@ -53,6 +53,32 @@ TEST(StaticMasks, DensityIsTheTargetWithinHalfABlockAndKeepsDiagonal) {
         }
 }
 
+TEST(StaticMasks, RadialFollowsTheEnergyDecayAndDiffersFromTheWindow) {
+  // The demo's geometry: 8 frames of 24 x 32 tokens, 6 blocks of 128 per frame.
+  const TokenLayout t = video_layout(8, 24, 32);
+  const BlockGrid grid = make_block_grid(t, 128);
+  const int n = grid.num_video_blocks, per_frame = 6;
+  ASSERT_EQ(n, 48);
+  for (double target : {0.10, 0.15, 0.20, 0.30}) {
+    const auto w = eval::static_video_mask(eval::StaticMaskKind::Window, t, grid, target);
+    const auto r = eval::static_video_mask(eval::StaticMaskKind::Radial, t, grid, target);
+    EXPECT_NE(w, r) << target;
+    EXPECT_NEAR(eval::video_mask_density(r.data(), grid), target, 0.5 / (n * n) + 1e-12);
+    // Energy decay: the live blocks per frame pair never grow with the band of
+    // the frame distance (0, 1, 2-3, 4-7), and the same spatial block is live
+    // at every distance before any other block of the farthest band.
+    std::vector<double> per_band(4, 0.0), pairs(4, 0.0);
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) {
+        const int df = std::abs(i / per_frame - j / per_frame);
+        const int band = df == 0 ? 0 : df == 1 ? 1 : df < 4 ? 2 : 3;
+        per_band[band] += r[i * n + j];
+        pairs[band] += 1;
+      }
+    for (int b = 1; b < 4; ++b) EXPECT_LE(per_band[b] / pairs[b], per_band[b - 1] / pairs[b - 1] + 1e-12) << target;
+  }
+}
+
 TEST(StaticMasks, WindowPrefersNearBlocks) {
   // 8 frames of one block each: the window at 3/8 density is the tridiagonal band.
   const TokenLayout t = video_layout(8, 8, 16);  // 128 tokens per frame
