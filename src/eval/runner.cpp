@@ -215,7 +215,9 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
     if (r.spec.kind == "sparse_vdit") {  // searches (or loads) its config: src/eval/vdit_eval.hpp
       vdit_notes.emplace_back();
       inner = eval::make_vdit_eval_policy(source, r.spec.config, r.spec.config.target_density,
-                                          &vdit_notes.back(), settings.vdit_config, res.threads);
+                                          &vdit_notes.back(), settings.vdit_config, res.threads,
+                                          settings.vdit_calibration,
+                                          settings.synthetic ? &*settings.synthetic : nullptr);
     } else {
       inner = make_policy(r.spec, num_layers, H, r);
     }
