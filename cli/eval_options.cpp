@@ -37,7 +37,7 @@ void add_eval_options(CLI::App& cmd, EvalOptions& o) {
                  "search at --density here, docs/SPARSE_VDIT.md)");
   cmd.add_option("--vdit-calibration", o.vdit_calibration,
                  "what the sparse_vdit search calibrates on: a trajectory file, 'self' (the "
-                 "evaluated trajectory, in-sample) or 'synthetic' (a held-out item of the demo's "
+                 "evaluated trajectory, in-sample) or 'synthetic' (a held-out item of the run's "
                  "generator); default: held-out data where the run has it, else in-sample");
   cmd.add_option("--ridge-lambda", o.ridge_lambda,
                  "ridge lambda of the MOD-DiT fit; a comma list runs one MOD-DiT per value (a "

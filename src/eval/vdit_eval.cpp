@@ -85,7 +85,8 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
   std::string what;
   if (calibration == "synthetic" || (calibration.empty() && synthetic)) {
     MODDIT_CHECK(synthetic, "sparse_vdit: calibration 'synthetic' needs the generator's settings "
-                 "(only `moddit demo` has them); give a calibration file or 'self'");
+                 "(only a run on the generator, `moddit demo` or `eval --synthetic`, has them); give a "
+                 "calibration file or 'self'");
     twin = synthetic_twin(*synthetic, &item);
     what = "batch item " + std::to_string(item) + " of the same synthetic generator (" +
            synthetic->describe() + "; held out: another scene, not the evaluated one)";
