@@ -229,30 +229,6 @@ void append_layout_rows(const uint8_t* video_mask, const BlockGrid& grid, BlockL
                     l.col_idx.data() + base);
 }
 
-double layout_video_density(const BlockLayout& l, const BlockGrid& grid) {
-  const int fv = grid.first_video_block, n = grid.num_video_blocks, bs = grid.block_size;
-  std::vector<int32_t> partial;  // video blocks shorter than block_size (the last one)
-  for (int kb = fv; kb < fv + n; ++kb)
-    if (grid.block_len(kb) != bs) partial.push_back(kb);
-  double live = 0.0;
-  for (int b = 0; b < l.batch; ++b)
-    for (int h = 0; h < l.heads; ++h)
-      for (int qb = fv; qb < fv + n; ++qb) {
-        const int64_t r = (int64_t(b) * l.heads + h) * l.num_q_blocks + qb;
-        const int32_t* first = l.col_idx.data() + l.row_ptr[r];
-        const int32_t* last = l.col_idx.data() + l.row_ptr[r + 1];
-        const int32_t* lo = std::lower_bound(first, last, fv);
-        const int32_t* hi = std::lower_bound(lo, last, fv + n);
-        double keys = double(hi - lo) * bs;
-        for (int32_t kb : partial)
-          if (std::binary_search(lo, hi, kb)) keys += grid.block_len(kb) - bs;
-        live += keys * grid.block_len(qb);
-      }
-  const double V = grid.starts[fv + n] - grid.starts[fv];
-  const double total = V * V * l.batch * l.heads;
-  return total > 0 ? live / total : 1.0;
-}
-
 std::vector<int64_t> video_block_lengths(const BlockGrid& grid) {
   std::vector<int64_t> len(static_cast<size_t>(grid.num_video_blocks));
   for (int v = 0; v < grid.num_video_blocks; ++v)

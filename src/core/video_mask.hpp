@@ -98,11 +98,6 @@ void pack_mask_bits(const uint8_t* mask, size_t count, uint64_t* bits);
 void write_layout_rows(const uint8_t* video_mask, const BlockGrid& grid, int32_t base,
                        int32_t* row_end, int32_t* col);
 
-// video_density(layout, grid) (block_layout.hpp) in O(rows x log) instead of
-// O(live blocks): rows are sorted, so a row's video key blocks are one contiguous
-// run of col_idx, and only partial (shorter than block_size) blocks need a lookup.
-double layout_video_density(const BlockLayout& layout, const BlockGrid& grid);
-
 // Block lengths of the n video blocks of a grid.
 std::vector<int64_t> video_block_lengths(const BlockGrid& grid);
 

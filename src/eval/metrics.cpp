@@ -41,18 +41,6 @@ std::vector<uint8_t> video_masks_of_plan(const Plan& plan, const BlockGrid& grid
   return masks;
 }
 
-double video_mask_density(const uint8_t* mask, const BlockGrid& grid) {
-  const int n = grid.num_video_blocks, fv = grid.first_video_block;
-  double live = 0.0, total = 0.0;
-  for (int i = 0; i < n; ++i)
-    for (int j = 0; j < n; ++j) {
-      const double pairs = double(grid.block_len(fv + i)) * grid.block_len(fv + j);
-      total += pairs;
-      if (mask[static_cast<size_t>(i) * n + j]) live += pairs;
-    }
-  return total > 0 ? live / total : 1.0;
-}
-
 double kept_mass(const uint8_t* mask, const double* mass, const double* other_mass, int n) {
   double kept = 0.0;
   for (int i = 0; i < n; ++i) {

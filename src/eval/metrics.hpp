@@ -18,9 +18,6 @@ namespace eval {
 std::vector<uint8_t> video_masks_of_plan(const Plan& plan, const BlockGrid& grid, int batch,
                                          int heads);
 
-// Token-pair weighted fraction of live blocks of one n x n video mask.
-double video_mask_density(const uint8_t* mask, const BlockGrid& grid);
-
 // Dense probability mass kept by a mask (video blocks in the mask plus the
 // always-computed text keys), summed over the video query rows of one (b, h).
 double kept_mass(const uint8_t* mask, const double* mass, const double* other_mass, int n);

@@ -90,7 +90,7 @@ void measure_heads(const std::vector<uint8_t>& masks, const eval::DenseBlockStat
     double dens = 0.0, kept = 0.0, kept_oracle = 0.0;
     for (int b = 0; b < B; ++b) {
       const uint8_t* m = masks.data() + (static_cast<size_t>(b) * H + h) * nn;
-      const double d = eval::video_mask_density(m, grid);
+      const double d = video_mask_density(m, grid);
       dens += d;
       kept += eval::kept_mass(m, stats.mass_of(b, h), stats.other_mass_of(b, h), n);
       if (oracle_same_density) {

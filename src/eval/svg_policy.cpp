@@ -24,7 +24,7 @@ std::vector<uint8_t> mask_at_density(MaskOf mask_of, int64_t hi, const BlockGrid
   int64_t lo = 0, top = hi;
   while (lo < top) {
     const int64_t mid = (lo + top) / 2;
-    if (geometry::video_mask_density(mask_of(mid), grid) >= target) top = mid;
+    if (video_mask_density(mask_of(mid).data(), grid) >= target) top = mid;
     else lo = mid + 1;
   }
   const int n = grid.num_video_blocks;
@@ -50,7 +50,7 @@ std::vector<uint8_t> svg_spatial_mask(const TokenLayout& tokens, const BlockGrid
                                       double target) {
   const int64_t P = tokens.tokens_per_frame();
   auto within_frame = [&](int64_t rs) { return geometry::frame_window_mask(tokens, grid, 0, rs); };
-  if (tokens.frames == 1 || geometry::video_mask_density(within_frame(P - 1), grid) >= target)
+  if (tokens.frames == 1 || video_mask_density(within_frame(P - 1).data(), grid) >= target)
     return mask_at_density(within_frame, P - 1, grid, target);
   // The whole frame is not enough: neighbouring frames join, whole frames each.
   auto frames = [&](int64_t rf) { return geometry::frame_window_mask(tokens, grid, rf, P); };
@@ -62,7 +62,7 @@ std::vector<uint8_t> svg_temporal_mask(const TokenLayout& tokens, const BlockGri
   // The same spatial position in the frames within rf (rf grows first: at low
   // densities SVG's all-frames band would not fit), then a spatial radius in all frames.
   auto same_position = [&](int64_t rf) { return geometry::frame_window_mask(tokens, grid, rf, 0); };
-  if (geometry::video_mask_density(same_position(tokens.frames - 1), grid) >= target)
+  if (video_mask_density(same_position(tokens.frames - 1).data(), grid) >= target)
     return mask_at_density(same_position, tokens.frames - 1, grid, target);
   auto any_frame = [&](int64_t rt) { return geometry::frame_window_mask(tokens, grid, -1, rt); };
   return mask_at_density(any_frame, tokens.tokens_per_frame() - 1, grid, target);

@@ -51,7 +51,7 @@ std::vector<uint8_t> vdit_video_mask(const VditHeadChoice& c, const TokenLayout&
 double vdit_density(const VditHeadChoice& c, const TokenLayout& tokens, const BlockGrid& grid) {
   if (c.mode == VditMode::Full) return 1.0;
   if (c.mode == VditMode::Skip) return 0.0;
-  return geometry::video_mask_density(vdit_video_mask(c, tokens, grid), grid);
+  return video_mask_density(vdit_video_mask(c, tokens, grid).data(), grid);
 }
 
 BlockLayout vdit_group_layout(const std::vector<const VditHeadChoice*>& choices, int batch,

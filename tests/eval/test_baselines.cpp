@@ -40,11 +40,11 @@ TEST(StaticMasks, DensityIsTheTargetWithinHalfABlockAndKeepsDiagonal) {
           const auto m = eval::static_video_mask(kind, t, grid, target);
           const int n = grid.num_video_blocks;
           for (int i = 0; i < n; ++i) ASSERT_TRUE(m[i * n + i]);
-          const double d = eval::video_mask_density(m.data(), grid);
+          const double d = video_mask_density(m.data(), grid);
           const double diag_only = [&] {
             std::vector<uint8_t> dm(m.size(), 0);
             for (int i = 0; i < n; ++i) dm[i * n + i] = 1;
-            return eval::video_mask_density(dm.data(), grid);
+            return video_mask_density(dm.data(), grid);
           }();
           EXPECT_GE(d, diag_only - 1e-12) << t.describe() << " bs " << bs;
           if (target > diag_only) {
@@ -63,7 +63,7 @@ TEST(StaticMasks, RadialFollowsTheEnergyDecayAndDiffersFromTheWindow) {
     const auto w = eval::static_video_mask(eval::StaticMaskKind::Window, t, grid, target);
     const auto r = eval::static_video_mask(eval::StaticMaskKind::Radial, t, grid, target);
     EXPECT_NE(w, r) << target;
-    EXPECT_NEAR(eval::video_mask_density(r.data(), grid), target, 0.5 / (n * n) + 1e-12);
+    EXPECT_NEAR(video_mask_density(r.data(), grid), target, 0.5 / (n * n) + 1e-12);
     // Energy decay: the live blocks per frame pair never grow with the band of
     // the frame distance (0, 1, 2-3, 4-7), and the same spatial block is live
     // at every distance before any other block of the farthest band.
@@ -101,7 +101,7 @@ TEST(Oracle, KeepsMostMassOfAnyMaskWithTheDiagonal) {
     for (int extra = 0; extra <= 6; ++extra) {
       const double target = (3 + extra) / 9.0;
       const auto om = eval::oracle_video_mask(mass.data(), grid, target);
-      EXPECT_NEAR(eval::video_mask_density(om.data(), grid), target, 1e-12);
+      EXPECT_NEAR(video_mask_density(om.data(), grid), target, 1e-12);
       const double best = eval::kept_mass(om.data(), mass.data(), other.data(), 3);
       for (int bits = 0; bits < 64; ++bits) {
         if (__builtin_popcount(bits) != extra) continue;

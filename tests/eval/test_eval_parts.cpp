@@ -105,8 +105,8 @@ TEST(PlanMasks, HeadGroupsAndSkippedHeads) {
   EXPECT_EQ(std::vector<uint8_t>(head(1), head(1) + 4), (std::vector<uint8_t>{0, 0, 0, 0}));  // skipped
   EXPECT_EQ(std::vector<uint8_t>(head(2), head(2) + 4), (std::vector<uint8_t>{1, 1, 1, 1}));  // dense
   EXPECT_EQ(std::vector<uint8_t>(head(3), head(3) + 4), (std::vector<uint8_t>{1, 0, 0, 1}));
-  EXPECT_DOUBLE_EQ(eval::video_mask_density(head(1), grid), 0.0);
-  EXPECT_DOUBLE_EQ(eval::video_mask_density(head(0), grid), 0.75);
+  EXPECT_DOUBLE_EQ(video_mask_density(head(1), grid), 0.0);
+  EXPECT_DOUBLE_EQ(video_mask_density(head(0), grid), 0.75);
 }
 
 TEST(EvalRun, ProgressCoversEveryCall) {
