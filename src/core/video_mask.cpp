@@ -229,6 +229,20 @@ void append_layout_rows(const uint8_t* video_mask, const BlockGrid& grid, BlockL
                     l.col_idx.data() + base);
 }
 
+BlockLayout layout_from_video_masks(const std::vector<uint8_t>& masks, const BlockGrid& grid,
+                                    int batch, int heads) {
+  const size_t nn = static_cast<size_t>(grid.num_video_blocks) * grid.num_video_blocks;
+  MODDIT_CHECK(masks.size() == nn * size_t(batch) * size_t(heads), "layout: ", masks.size(),
+               " mask bytes for ", batch, " x ", heads, " masks of ", nn);
+  BlockLayout l;
+  l.batch = batch;
+  l.heads = heads;
+  l.num_q_blocks = l.num_k_blocks = grid.num_blocks();
+  for (size_t r = 0; r < size_t(batch) * size_t(heads); ++r)
+    append_layout_rows(masks.data() + r * nn, grid, l);
+  return l;
+}
+
 std::vector<int64_t> video_block_lengths(const BlockGrid& grid) {
   std::vector<int64_t> len(static_cast<size_t>(grid.num_video_blocks));
   for (int v = 0; v < grid.num_video_blocks; ++v)

@@ -85,6 +85,12 @@ class VideoMaskBuilder {
 // to_layout(place_video_mask(...)) without the dense nb x nb intermediate.
 void append_layout_rows(const uint8_t* video_mask, const BlockGrid& grid, BlockLayout& layout);
 
+// The block layout of one call from per-(b, h) n x n video masks [B, H, n, n]
+// (append_layout_rows for each, in layout order): the one layout builder of
+// every policy.
+BlockLayout layout_from_video_masks(const std::vector<uint8_t>& masks, const BlockGrid& grid,
+                                    int batch, int heads);
+
 // The same in two passes, so that many (batch, head) row sets can be written in
 // parallel into one preallocated layout: the number of live key blocks of the
 // grid's rows for one mask, then the rows themselves. write_layout_rows fills

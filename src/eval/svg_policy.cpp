@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/video_mask.hpp"
 #include "eval/target_fill.hpp"
 #include "moddit/error.hpp"
 #include "vdit/geometry.hpp"
@@ -169,10 +170,10 @@ Plan SvgPolicy::plan(const CallInfo& call) {
   for (HeadGroup* grp : {&spatial, &temporal}) {
     if (grp->heads.empty()) continue;
     const std::vector<uint8_t>& video = grp == &spatial ? spatial_ : temporal_;
-    BlockMask m(B, static_cast<int>(grp->heads.size()), g.num_blocks(), g.num_blocks());
-    for (int b = 0; b < B; ++b)
-      for (int h = 0; h < static_cast<int>(grp->heads.size()); ++h) place_video_mask(video.data(), g, m, b, h);
-    grp->layout = to_layout(m);
+    const size_t count = size_t(B) * grp->heads.size();
+    std::vector<uint8_t> masks(video.size() * count);
+    for (size_t r = 0; r < count; ++r) std::copy(video.begin(), video.end(), masks.begin() + r * video.size());
+    grp->layout = core::layout_from_video_masks(masks, g, B, static_cast<int>(grp->heads.size()));
     plan.groups.push_back(std::move(*grp));
   }
   return plan;

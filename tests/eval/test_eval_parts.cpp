@@ -2,6 +2,8 @@
 // computation, masks extracted from plans (head groups, skipped heads), progress.
 #include <gtest/gtest.h>
 
+#include "core/video_mask.hpp"
+
 #include <cmath>
 
 #include "eval/baselines.hpp"
@@ -97,7 +99,7 @@ TEST(PlanMasks, HeadGroupsAndSkippedHeads) {
   sparse.heads = {0, 3};
   std::vector<uint8_t> masks(static_cast<size_t>(1 * 2 * n * n), 0);
   masks[1] = 1;  // head index 0 of the group: block (0, 1) live
-  sparse.layout = eval::layout_from_video_masks(masks, grid, 1, 2);
+  sparse.layout = core::layout_from_video_masks(masks, grid, 1, 2);
   p.groups.push_back(sparse);
   const auto m = eval::video_masks_of_plan(p, grid, 1, 4);
   auto head = [&](int h) { return m.data() + h * n * n; };
