@@ -41,6 +41,7 @@ void setup(CLI::App& app) {
     EvalSettings settings = make_eval_settings(opts->eval);
     auto source = make_synthetic(spec);
     settings.source_label = "synthetic (moddit demo)";
+    settings.synthetic = spec;
     settings.source_settings = {{"generator", spec.describe()}, {"seed", std::to_string(spec.seed)}};
     run_and_report(*source, settings, opts->eval, "demo");
   });

@@ -47,6 +47,7 @@ void setup(CLI::App& app) {
       if (spec.text_valid == 0) spec.text_valid = spec.text_tokens;
       source = make_synthetic(spec);
       settings.source_label = "synthetic";
+      settings.synthetic = spec;
       settings.source_settings = {{"generator", spec.describe()},
                                   {"seed", std::to_string(spec.seed)}};
     }

@@ -35,6 +35,10 @@ void add_eval_options(CLI::App& cmd, EvalOptions& o) {
   cmd.add_option("--vdit-config", o.vdit_config,
                  "Sparse-vDiT config from `moddit search` for the sparse_vdit policy (default: "
                  "search at --density here, docs/SPARSE_VDIT.md)");
+  cmd.add_option("--vdit-calibration", o.vdit_calibration,
+                 "what the sparse_vdit search calibrates on: a trajectory file, 'self' (the "
+                 "evaluated trajectory, in-sample) or 'synthetic' (a held-out item of the run's "
+                 "generator); default: held-out data where the run has it, else in-sample");
   cmd.add_option("--ridge-lambda", o.ridge_lambda,
                  "ridge lambda of the MOD-DiT fit; a comma list runs one MOD-DiT per value (a "
                  "sweep, sharing the dense reference)");
@@ -79,6 +83,7 @@ EvalSettings make_eval_settings(const EvalOptions& o) {
 
   EvalSettings s;
   s.vdit_config = o.vdit_config;
+  s.vdit_calibration = o.vdit_calibration;
   ModditConfig c = o.config_path.empty() ? ModditConfig{} : load_moddit_config(o.config_path);
   if (o.eta) c.eta = *o.eta;
   if (o.top_k) c.top_k = *o.top_k;

@@ -20,6 +20,7 @@ struct EvalOptions {
   double density = 0.15;
   std::string config_path;
   std::string vdit_config;  // sparse_vdit: config from `moddit search`
+  std::string vdit_calibration;  // sparse_vdit: calibration data (EvalSettings::vdit_calibration)
   std::string ridge_lambda;  // one value, or a comma list: a MOD-DiT per value (a sweep)
   std::optional<double> eta;
   std::optional<int> top_k, warmup_steps, interval, block_size;

@@ -48,8 +48,11 @@ BlockMask to_mask(const BlockLayout& layout);
 BlockLayout full_layout(int batch, int heads, int num_blocks);
 
 // Fraction of video x video blocks that are live, weighted by their token pairs
-// (the "density" every report uses: 1 = dense, text excluded).
+// (the "density" every report uses: 1 = dense, text excluded). Rows must be
+// sorted (BlockLayout::validate).
 double video_density(const BlockLayout& layout, const BlockGrid& grid);
+// The same density of one n x n video mask (row-major bytes, nonzero = live).
+double video_mask_density(const uint8_t* video_mask, const BlockGrid& grid);
 
 // The blocks of `grid` that meet the token range [begin, end): [first, last + 1).
 std::pair<int, int> blocks_meeting(const BlockGrid& grid, int64_t begin, int64_t end);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -60,6 +61,16 @@ struct EvalSettings {
   bool keep_masks = false;  // keep every video mask in the result (tests, debugging)
   std::string source_label; // where the trajectory came from (file path or "synthetic")
   std::string vdit_config;  // sparse_vdit: a `moddit search` config; empty = search here
+  // sparse_vdit without vdit_config: what its search calibrates on, chosen here
+  // and never from the trajectory's `source` text. "" = held-out data when the
+  // run has some (the generator below), else the evaluated trajectory (the
+  // report says in-sample); "self" = the evaluated trajectory; "synthetic" = a
+  // held-out batch item of `synthetic` (required); anything else = the path of
+  // a calibration trajectory file with the evaluated one's geometry.
+  std::string vdit_calibration;
+  // Set when the evaluated trajectory is make_synthetic(*synthetic) (the demo):
+  // then the default calibration is one more batch item of the same generator.
+  std::optional<SyntheticSpec> synthetic;
   // Settings of the trajectory's source for the report (e.g. the synthetic
   // generator's: "seed" -> "42"), in order.
   std::vector<std::pair<std::string, std::string>> source_settings;
@@ -117,6 +128,10 @@ struct EvalSnapshot {
   std::vector<uint8_t> oracle_mask;  // the oracle's mask (empty without oracle)
 };
 
+// How far a policy's achieved video density (the mean over its sparse steps)
+// may be from the run's target before the report says why.
+constexpr double kDensityTolerance = 0.005;
+
 struct EvalResult {
   TrajectoryInfo info;
   EvalSettings settings;
@@ -126,6 +141,9 @@ struct EvalResult {
   std::vector<PolicyResult> policies;
   std::vector<EvalSnapshot> snapshots;
   std::vector<std::string> notes;
+  // One line per policy whose achieved density is more than kDensityTolerance
+  // from the target, saying why (also in notes and under the terminal table).
+  std::vector<std::string> off_target;
   double wall_seconds = 0.0;
   double reference_seconds = 0.0;  // dense reference attention, all calls
   double stats_seconds = 0.0;      // dense block mass / map pass, all calls

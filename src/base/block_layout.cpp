@@ -1,5 +1,7 @@
 #include "moddit/block_layout.hpp"
 
+#include <algorithm>
+
 #include "moddit/error.hpp"
 #include "moddit/size_limits.hpp"
 
@@ -67,20 +69,42 @@ BlockLayout full_layout(int batch, int heads, int num_blocks) {
   return to_layout(BlockMask(batch, heads, num_blocks, num_blocks, true));
 }
 
+// O(rows x log) instead of O(live blocks): rows are sorted, so a row's video key
+// blocks are one contiguous run of col_idx, and only partial (shorter than
+// block_size) blocks need a lookup.
 double video_density(const BlockLayout& l, const BlockGrid& grid) {
-  const int fv = grid.first_video_block, n = grid.num_video_blocks;
-  double live = 0, total = 0;
+  const int fv = grid.first_video_block, n = grid.num_video_blocks, bs = grid.block_size;
+  std::vector<int32_t> partial;  // video blocks shorter than block_size (the last one)
+  for (int kb = fv; kb < fv + n; ++kb)
+    if (grid.block_len(kb) != bs) partial.push_back(kb);
+  double live = 0.0;
   for (int b = 0; b < l.batch; ++b)
     for (int h = 0; h < l.heads; ++h)
       for (int qb = fv; qb < fv + n; ++qb) {
         const int64_t r = (int64_t(b) * l.heads + h) * l.num_q_blocks + qb;
-        for (int32_t i = l.row_ptr[r]; i < l.row_ptr[r + 1]; ++i) {
-          const int kb = l.col_idx[i];
-          if (grid.is_video(kb)) live += double(grid.block_len(qb)) * grid.block_len(kb);
-        }
+        const int32_t* first = l.col_idx.data() + l.row_ptr[r];
+        const int32_t* last = l.col_idx.data() + l.row_ptr[r + 1];
+        const int32_t* lo = std::lower_bound(first, last, fv);
+        const int32_t* hi = std::lower_bound(lo, last, fv + n);
+        double keys = double(hi - lo) * bs;
+        for (int32_t kb : partial)
+          if (std::binary_search(lo, hi, kb)) keys += grid.block_len(kb) - bs;
+        live += keys * grid.block_len(qb);
       }
   const double V = grid.starts[fv + n] - grid.starts[fv];
-  total = V * V * l.batch * l.heads;
+  const double total = V * V * l.batch * l.heads;
+  return total > 0 ? live / total : 1.0;
+}
+
+double video_mask_density(const uint8_t* mask, const BlockGrid& grid) {
+  const int n = grid.num_video_blocks, fv = grid.first_video_block;
+  double live = 0.0, total = 0.0;
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      const double pairs = double(grid.block_len(fv + i)) * grid.block_len(fv + j);
+      total += pairs;
+      if (mask[static_cast<size_t>(i) * n + j]) live += pairs;
+    }
   return total > 0 ? live / total : 1.0;
 }
 

@@ -159,7 +159,7 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
                    ": a device layout without its density");
       pending_density.push_back({g.device_layout->density_when_synced, static_cast<int>(g.heads.size())});
     } else {
-      density_sum += (g.layout ? core::layout_video_density(*g.layout, grid_) : 1.0) * g.heads.size();
+      density_sum += (g.layout ? video_density(*g.layout, grid_) : 1.0) * g.heads.size();
     }
   }
   MODDIT_CHECK(!plan.record_map || (plan.map_eta > 0.f && std::isfinite(plan.map_eta)), "policy ",

@@ -31,14 +31,7 @@ VideoMaskBuilder::VideoMaskBuilder(const PatternBasis& basis, std::vector<int64_
 }
 
 void VideoMaskBuilder::add_line(int line, uint8_t* mask) {
-  const int n = basis_.n;
-  if (line < 2 * n - 1) {
-    const int d = line - (n - 1);
-    for (int i = std::max(0, -d); i < std::min(n, n - d); ++i) add(mask, i, i + d);
-  } else {
-    const int j = line - (2 * n - 1);
-    for (int i = 0; i < n; ++i) add(mask, i, j);
-  }
+  walk_line(line, [&](int i, int j) { add(mask, i, j); });
 }
 
 MaskChoice VideoMaskBuilder::build(const double* lines, const uint8_t* keep_frame, int top_k,
@@ -50,10 +43,11 @@ MaskChoice VideoMaskBuilder::build(const double* lines, const uint8_t* keep_fram
   std::fill(row_live_.begin(), row_live_.end(), 0);
   live_ = 0.0;
   for (int i = 0; i < n; ++i) add(mask, i, i);
-  for (int f = 0; f < basis_.num_frames(); ++f)
-    if (keep_frame[f])
-      for (int i = basis_.frame_lo[f]; i <= basis_.frame_hi[f]; ++i)
-        for (int j = basis_.frame_lo[f]; j <= basis_.frame_hi[f]; ++j) add(mask, i, j);
+  if (top_k > 0)
+    for (int f = 0; f < basis_.num_frames(); ++f)
+      if (keep_frame[f])
+        for (int i = basis_.frame_lo[f]; i <= basis_.frame_hi[f]; ++i)
+          for (int j = basis_.frame_lo[f]; j <= basis_.frame_hi[f]; ++j) add(mask, i, j);
 
   // Ascending intensity = most informative first; NaN ranks last; ties by index
   // so that the mask is deterministic.
@@ -93,11 +87,74 @@ MaskChoice VideoMaskBuilder::build(const double* lines, const uint8_t* keep_fram
     }
     c.k = top_k;
   } else {
-    const double goal = target_density * total_;
-    while (c.k < L && live_ < goal) add_line(order_[c.k++], mask);
+    c.k = build_to_target(keep_frame, target_density * total_, mask);
   }
   c.density = total_ > 0 ? live_ / total_ : 1.0;
   return c;
+}
+
+// Blocks are taken in one order, each only while it brings the live area closer to
+// the goal (2 live + a < 2 goal), and the first block that would not stops the
+// walk: kept-frame blocks nearest the diagonal first (distance |j - i|, then
+// row-major), then the lines in rank order, whole while they fit, the crossing
+// line's fresh blocks by the rank of their other line (a block lies on one
+// diagonal and one column). moddit_step.cu's mask kernel takes the same blocks.
+int VideoMaskBuilder::build_to_target(const uint8_t* keep_frame, double goal, uint8_t* mask) {
+  const int n = basis_.n, L = basis_.num_lines(), nd = 2 * n - 1;
+  auto area = [&](int i, int j) { return lenf_[i] * lenf_[j]; };
+  auto fits = [&](double a) { return 2.0 * live_ + a < 2.0 * goal; };
+  // 1. Kept-frame blocks, by distance from the diagonal.
+  frame_.assign(static_cast<size_t>(n) * n, 0);
+  dist_area_.assign(static_cast<size_t>(n), 0.0);
+  for (int f = 0; f < basis_.num_frames(); ++f)
+    if (keep_frame[f])
+      for (int i = basis_.frame_lo[f]; i <= basis_.frame_hi[f]; ++i)
+        for (int j = basis_.frame_lo[f]; j <= basis_.frame_hi[f]; ++j) {
+          uint8_t& fb = frame_[static_cast<size_t>(i) * n + j];
+          if (i != j && !fb) dist_area_[std::abs(j - i)] += area(i, j);
+          fb = 1;
+        }
+  for (int d = 1; d < n; ++d) {
+    const bool whole = live_ + dist_area_[d] <= goal;
+    for (int i = 0; i < n; ++i)
+      for (int j : {i - d, i + d}) {
+        if (j < 0 || j >= n || !frame_[static_cast<size_t>(i) * n + j]) continue;
+        if (!whole && !fits(area(i, j))) return 0;
+        add(mask, i, j);
+      }
+  }
+  // 2. Lines in rank order (order_ is sorted), the crossing one block by block.
+  rank_.resize(static_cast<size_t>(L));
+  for (int r = 0; r < L; ++r) rank_[order_[r]] = r;
+  for (int r = 0; r < L; ++r) {
+    const int line = order_[r];
+    double fresh = 0.0;
+    walk_line(line, [&](int i, int j) {
+      if (!mask[static_cast<size_t>(i) * n + j]) fresh += area(i, j);
+    });
+    if (live_ + fresh <= goal) {
+      add_line(line, mask);
+      continue;
+    }
+    // Blocks of `line` by their other line's rank: those ranked before r are live.
+    for (int r2 = r + 1; r2 < L; ++r2) {
+      const int other = order_[r2];
+      int i, j;
+      if (line < nd && other >= nd) {  // diagonal line, column other
+        j = other - nd;
+        i = j - (line - (n - 1));
+      } else if (line >= nd && other < nd) {  // column line, diagonal other
+        j = line - nd;
+        i = j - (other - (n - 1));
+      } else {
+        continue;
+      }
+      if (i < 0 || i >= n || mask[static_cast<size_t>(i) * n + j]) continue;
+      if (!fits(area(i, j))) return r;
+      add(mask, i, j);
+    }
+  }
+  return L;
 }
 
 int64_t layout_entries(const uint8_t* video_mask, const BlockGrid& grid) {
@@ -172,28 +229,18 @@ void append_layout_rows(const uint8_t* video_mask, const BlockGrid& grid, BlockL
                     l.col_idx.data() + base);
 }
 
-double layout_video_density(const BlockLayout& l, const BlockGrid& grid) {
-  const int fv = grid.first_video_block, n = grid.num_video_blocks, bs = grid.block_size;
-  std::vector<int32_t> partial;  // video blocks shorter than block_size (the last one)
-  for (int kb = fv; kb < fv + n; ++kb)
-    if (grid.block_len(kb) != bs) partial.push_back(kb);
-  double live = 0.0;
-  for (int b = 0; b < l.batch; ++b)
-    for (int h = 0; h < l.heads; ++h)
-      for (int qb = fv; qb < fv + n; ++qb) {
-        const int64_t r = (int64_t(b) * l.heads + h) * l.num_q_blocks + qb;
-        const int32_t* first = l.col_idx.data() + l.row_ptr[r];
-        const int32_t* last = l.col_idx.data() + l.row_ptr[r + 1];
-        const int32_t* lo = std::lower_bound(first, last, fv);
-        const int32_t* hi = std::lower_bound(lo, last, fv + n);
-        double keys = double(hi - lo) * bs;
-        for (int32_t kb : partial)
-          if (std::binary_search(lo, hi, kb)) keys += grid.block_len(kb) - bs;
-        live += keys * grid.block_len(qb);
-      }
-  const double V = grid.starts[fv + n] - grid.starts[fv];
-  const double total = V * V * l.batch * l.heads;
-  return total > 0 ? live / total : 1.0;
+BlockLayout layout_from_video_masks(const std::vector<uint8_t>& masks, const BlockGrid& grid,
+                                    int batch, int heads) {
+  const size_t nn = static_cast<size_t>(grid.num_video_blocks) * grid.num_video_blocks;
+  MODDIT_CHECK(masks.size() == nn * size_t(batch) * size_t(heads), "layout: ", masks.size(),
+               " mask bytes for ", batch, " x ", heads, " masks of ", nn);
+  BlockLayout l;
+  l.batch = batch;
+  l.heads = heads;
+  l.num_q_blocks = l.num_k_blocks = grid.num_blocks();
+  for (size_t r = 0; r < size_t(batch) * size_t(heads); ++r)
+    append_layout_rows(masks.data() + r * nn, grid, l);
+  return l;
 }
 
 std::vector<int64_t> video_block_lengths(const BlockGrid& grid) {

@@ -3,6 +3,7 @@
 // line intensities, Top-K (or target-density) union of diagonals and columns,
 // kept frame regions, the diagonal block of every row; and the assembly of n x n
 // video masks into the full-sequence block layout handed to a kernel.
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -29,9 +30,12 @@ class VideoMaskBuilder {
   VideoMaskBuilder(const PatternBasis& basis, std::vector<int64_t> block_len);
 
   // lines: the 3n-1 line intensities (parameter order: diagonals then columns);
-  // keep_frame: F flags. top_k > 0 keeps that many lines (must be <= 3n-1);
-  // top_k == 0 keeps the smallest number of lines whose mask density reaches
-  // target_density (diagonal blocks and kept frames count from the start).
+  // keep_frame: F flags. top_k > 0 keeps that many lines (must be <= 3n-1) and
+  // every kept frame. top_k == 0 lands on target_density: the diagonal, then the
+  // kept frames' blocks nearest the diagonal first, then the lines in rank order,
+  // the last of them (or of the frames) trimmed block by block so that the mask
+  // ends within half a block's area of the target (never below the diagonal).
+  // MaskChoice::k is then the number of whole lines kept.
   // mask: n*n bytes, row-major, 1 = live; always contains the diagonal.
   MaskChoice build(const double* lines, const uint8_t* keep_frame, int top_k,
                    double target_density, uint8_t* mask);
@@ -40,6 +44,18 @@ class VideoMaskBuilder {
 
  private:
   void add_line(int line, uint8_t* mask);
+  int build_to_target(const uint8_t* keep_frame, double goal, uint8_t* mask);
+  // visit(i, j) for the blocks of a line, i ascending.
+  template <class Visit>
+  void walk_line(int line, Visit visit) const {
+    const int n = basis_.n;
+    if (line < 2 * n - 1) {
+      const int d = line - (n - 1);
+      for (int i = std::max(0, -d); i < std::min(n, n - d); ++i) visit(i, i + d);
+    } else {
+      for (int i = 0; i < n; ++i) visit(i, line - (2 * n - 1));
+    }
+  }
   // Branch-free: masks overlap heavily, so "already live" is unpredictable.
   void add(uint8_t* mask, int i, int j) {
     uint8_t& m = mask[static_cast<size_t>(i) * basis_.n + j];
@@ -57,6 +73,10 @@ class VideoMaskBuilder {
   double live_ = 0.0;
   std::vector<int32_t> order_;
   std::vector<uint8_t> sel_;  // selected lines (top_k path)
+  // Target path: kept-frame blocks, their area by distance |j - i|, line ranks.
+  std::vector<uint8_t> frame_;
+  std::vector<double> dist_area_;
+  std::vector<int32_t> rank_;
 };
 
 // Appends the grid's rows for one (batch item, head) to a layout under
@@ -64,6 +84,12 @@ class VideoMaskBuilder {
 // from the n x n mask, the diagonal block always live. Equals
 // to_layout(place_video_mask(...)) without the dense nb x nb intermediate.
 void append_layout_rows(const uint8_t* video_mask, const BlockGrid& grid, BlockLayout& layout);
+
+// The block layout of one call from per-(b, h) n x n video masks [B, H, n, n]
+// (append_layout_rows for each, in layout order): the one layout builder of
+// every policy.
+BlockLayout layout_from_video_masks(const std::vector<uint8_t>& masks, const BlockGrid& grid,
+                                    int batch, int heads);
 
 // The same in two passes, so that many (batch, head) row sets can be written in
 // parallel into one preallocated layout: the number of live key blocks of the
@@ -77,11 +103,6 @@ int64_t layout_entries_from_rows(const std::vector<int32_t>& row_live, const Blo
 void pack_mask_bits(const uint8_t* mask, size_t count, uint64_t* bits);
 void write_layout_rows(const uint8_t* video_mask, const BlockGrid& grid, int32_t base,
                        int32_t* row_end, int32_t* col);
-
-// video_density(layout, grid) (block_layout.hpp) in O(rows x log) instead of
-// O(live blocks): rows are sorted, so a row's video key blocks are one contiguous
-// run of col_idx, and only partial (shorter than block_size) blocks need a lookup.
-double layout_video_density(const BlockLayout& layout, const BlockGrid& grid);
 
 // Block lengths of the n video blocks of a grid.
 std::vector<int64_t> video_block_lengths(const BlockGrid& grid);

@@ -205,11 +205,11 @@ __global__ void __launch_bounds__(kThreads) fit_kernel(FitArgs a) {
 // The masks (core::predict_linear, VideoMaskBuilder::build, the layout row
 // sizes of core::layout_entries), one head per CTA.
 //
-// The host adds lines in rank order until the live area reaches the goal. A
+// On the target path the host adds lines in rank order after the kept frames. A
 // block (i, j) lies on exactly two lines, diagonal j-i and column j, so the area
 // line l adds is the sum over its blocks that are not live before any line and
-// whose other line ranks after l: every line's increment is independent, and
-// the count K is the first prefix of increments that reaches the goal.
+// whose other line ranks after l: every line's increment is independent. One
+// thread then walks the increments (and the crossing line block by block).
 // Shared: keys[P2] doubles, idx[P2], rank[L], fresh[L] int64, keep[F].
 __global__ void __launch_bounds__(kThreads) mask_kernel(MaskArgs a, int P2) {
   const int h = blockIdx.x, n = a.g.n, F = a.g.F, p = a.g.params(), L = a.g.lines(),
@@ -221,7 +221,7 @@ __global__ void __launch_bounds__(kThreads) mask_kernel(MaskArgs a, int P2) {
   int32_t* rank = idx + P2;                                        // [L]
   uint8_t* keep = reinterpret_cast<uint8_t*>(rank + L);            // [F], then the grid
   __shared__ int64_t red[kThreads / 32];
-  __shared__ int K;
+  __shared__ int K, D, fcut, cut;  // the cut points of the walk (step 4)
   const double* inv = nullptr;
   const StepGrid g = stage_grid(a.g, reinterpret_cast<char*>(smem) + grid_offset(P2, L, F), &inv);
   (void)inv;
@@ -281,23 +281,90 @@ __global__ void __launch_bounds__(kThreads) mask_kernel(MaskArgs a, int P2) {
       }
       fresh[r] = acc;
     }
-    // 4. The base area (diagonal and kept frames), then K.
-    int64_t base = 0;
+    // 4. The target walk of VideoMaskBuilder::build_to_target: kept-frame blocks
+    // nearest the diagonal first, then the lines, each block taken while it
+    // brings the live area closer to the goal; the first that would not stops.
+    // It ends as cut points: frame blocks at distance < D, or at D before row-major
+    // index fcut; lines of rank < K, and line K's blocks whose other line ranks
+    // below cut. keys[] is free after the sort: it holds the frame-block area by
+    // distance (darea[0]: the diagonal).
+    double* darea = keys;
     if (a.top_k == 0)
-      for (size_t k = threadIdx.x; k < size_t(n) * n; k += kThreads) {
-        const int i = int(k / n), j = int(k % n);
-        if (base_live(g, keep, i, j)) base += int64_t(g.len[i]) * g.len[j];
+      for (int d = threadIdx.x; d < n; d += kThreads) {
+        int64_t acc = 0;
+        if (d == 0) {
+          for (int i = 0; i < n; ++i) acc += int64_t(g.len[i]) * g.len[i];
+        } else {
+          for (int i = 0; i < n; ++i) {
+            if (i - d >= 0 && base_live(g, keep, i, i - d)) acc += int64_t(g.len[i]) * g.len[i - d];
+            if (i + d < n && base_live(g, keep, i, i + d)) acc += int64_t(g.len[i]) * g.len[i + d];
+          }
+        }
+        darea[d] = double(acc);
       }
-    base = block_sum(base, red);
+    __syncthreads();
     if (threadIdx.x == 0) {
-      if (a.top_k > 0) {
-        K = a.top_k;
-      } else {
-        // The host's loop: while (k < L && live < goal) live += fresh(k++).
-        int k = 0;
-        int64_t live_area = base;
-        while (k < L && double(live_area) < a.goal) live_area += fresh[k++];
-        K = k;
+      D = n;
+      fcut = 0;
+      K = a.top_k;
+      cut = 0;
+      if (a.top_k == 0) {
+        const double goal = a.goal;
+        int64_t live = int64_t(darea[0]);
+        bool stopped = false;
+        for (int d = 1; d < n && !stopped; ++d) {
+          if (double(live) + darea[d] <= goal) {
+            live += int64_t(darea[d]);
+            continue;
+          }
+          for (int i = 0; i < n && !stopped; ++i)
+            for (int side = 0; side < 2; ++side) {
+              const int j = side == 0 ? i - d : i + d;
+              if (j < 0 || j >= n || !base_live(g, keep, i, j)) continue;
+              const int64_t ar = int64_t(g.len[i]) * g.len[j];
+              if (!(2.0 * double(live) + double(ar) < 2.0 * goal)) {
+                D = d;
+                fcut = i * n + j;
+                K = 0;
+                stopped = true;
+                break;
+              }
+              live += ar;
+            }
+        }
+        if (!stopped) {
+          K = L;
+          cut = L;
+          for (int k = 0; k < L && !stopped; ++k) {
+            if (double(live) + double(fresh[k]) <= goal) {
+              live += fresh[k];
+              continue;
+            }
+            const int line = idx[k];
+            for (int r2 = k + 1; r2 < L; ++r2) {
+              const int other = idx[r2];
+              int i, j;
+              if (line < nd && other >= nd) {
+                j = other - nd;
+                i = j - (line - (n - 1));
+              } else if (line >= nd && other < nd) {
+                j = line - nd;
+                i = j - (other - (n - 1));
+              } else {
+                continue;
+              }
+              if (i < 0 || i >= n || base_live(g, keep, i, j)) continue;
+              const int64_t ar = int64_t(g.len[i]) * g.len[j];
+              if (!(2.0 * double(live) + double(ar) < 2.0 * goal)) {
+                K = k;
+                cut = r2;
+                stopped = true;
+                break;
+              }
+              live += ar;
+            }
+          }
+        }
       }
     }
     __syncthreads();
@@ -314,8 +381,13 @@ __global__ void __launch_bounds__(kThreads) mask_kernel(MaskArgs a, int P2) {
       for (int e = 0; e < 32; ++e) {
         const int j = w * 32 + e;
         if (j >= n) break;
-        const bool on = !fitted || base_live(g, keep, i, j) || rank[j - i + n - 1] < K ||
-                        rank[nd + j] < K;
+        bool on = !fitted;
+        if (!on) {
+          const int rd = rank[j - i + n - 1], rc = rank[nd + j], dist = i < j ? j - i : i - j;
+          on = i == j ||
+               (base_live(g, keep, i, j) && (dist < D || (dist == D && i * n + j < fcut))) ||
+               rd < K || rc < K || (rd == K && rc < cut) || (rc == K && rd < cut);
+        }
         if (on) {
           bits |= 1u << e;
           row_len += g.len[j];

@@ -1,21 +1,11 @@
 #include "eval/baselines.hpp"
 
+#include "core/video_mask.hpp"
 #include "eval/metrics.hpp"
 #include "moddit/error.hpp"
 
 namespace moddit {
 namespace eval {
-
-BlockLayout layout_from_video_masks(const std::vector<uint8_t>& masks, const BlockGrid& grid,
-                                    int batch, int heads) {
-  const int nb = grid.num_blocks(), n = grid.num_video_blocks;
-  BlockMask full(batch, heads, nb, nb, false);
-  for (int b = 0; b < batch; ++b)
-    for (int h = 0; h < heads; ++h)
-      place_video_mask(masks.data() + (static_cast<size_t>(b) * heads + h) * n * n, grid, full, b,
-                       h);
-  return to_layout(full);
-}
 
 namespace {
 Plan sparse_plan(BlockLayout layout, int heads, const std::string& label) {
@@ -58,7 +48,7 @@ Plan StaticMaskPolicy::plan(const CallInfo& call) {
   std::vector<uint8_t> masks(nn * call.batch * call.num_heads);
   for (size_t r = 0; r < size_t(call.batch) * call.num_heads; ++r)
     std::copy(mask_.begin(), mask_.end(), masks.begin() + r * nn);
-  return sparse_plan(layout_from_video_masks(masks, *call.grid, call.batch, call.num_heads),
+  return sparse_plan(core::layout_from_video_masks(masks, *call.grid, call.batch, call.num_heads),
                      call.num_heads, name());
 }
 
@@ -83,7 +73,7 @@ Plan OraclePolicy::plan(const CallInfo& call) {
       const std::vector<uint8_t> m = oracle_video_mask(stats_->mass_of(b, h), *call.grid, target_);
       std::copy(m.begin(), m.end(), masks.begin() + (static_cast<size_t>(b) * call.num_heads + h) * nn);
     }
-  return sparse_plan(layout_from_video_masks(masks, *call.grid, call.batch, call.num_heads),
+  return sparse_plan(core::layout_from_video_masks(masks, *call.grid, call.batch, call.num_heads),
                      call.num_heads, "oracle");
 }
 

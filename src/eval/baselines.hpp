@@ -72,9 +72,6 @@ class RecordingPolicy : public Policy {
   Plan last_;
 };
 
-// A block layout for one call from per-(b, h) n x n video masks [B, H, n, n].
-BlockLayout layout_from_video_masks(const std::vector<uint8_t>& masks, const BlockGrid& grid,
-                                    int batch, int heads);
 
 }  // namespace eval
 }  // namespace moddit

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "eval/target_fill.hpp"
 #include "moddit/error.hpp"
 
 namespace moddit {
@@ -40,18 +41,6 @@ std::vector<uint8_t> video_masks_of_plan(const Plan& plan, const BlockGrid& grid
   return masks;
 }
 
-double video_mask_density(const uint8_t* mask, const BlockGrid& grid) {
-  const int n = grid.num_video_blocks, fv = grid.first_video_block;
-  double live = 0.0, total = 0.0;
-  for (int i = 0; i < n; ++i)
-    for (int j = 0; j < n; ++j) {
-      const double pairs = double(grid.block_len(fv + i)) * grid.block_len(fv + j);
-      total += pairs;
-      if (mask[static_cast<size_t>(i) * n + j]) live += pairs;
-    }
-  return total > 0 ? live / total : 1.0;
-}
-
 double kept_mass(const uint8_t* mask, const double* mass, const double* other_mass, int n) {
   double kept = 0.0;
   for (int i = 0; i < n; ++i) {
@@ -63,19 +52,10 @@ double kept_mass(const uint8_t* mask, const double* mass, const double* other_ma
 }
 
 std::vector<uint8_t> oracle_video_mask(const double* mass, const BlockGrid& grid, double target) {
-  const int n = grid.num_video_blocks, fv = grid.first_video_block;
+  const int n = grid.num_video_blocks;
   std::vector<uint8_t> mask(static_cast<size_t>(n) * n, 0);
-  std::vector<double> pairs(static_cast<size_t>(n) * n);
-  double total = 0.0, live = 0.0;
-  for (int i = 0; i < n; ++i)
-    for (int j = 0; j < n; ++j) {
-      pairs[i * n + j] = double(grid.block_len(fv + i)) * grid.block_len(fv + j);
-      total += pairs[i * n + j];
-    }
-  for (int i = 0; i < n; ++i) {
-    mask[i * n + i] = 1;
-    live += pairs[i * n + i];
-  }
+  const std::vector<double> pairs = video_block_pairs(grid);
+  for (int i = 0; i < n; ++i) mask[static_cast<size_t>(i) * n + i] = 1;
   std::vector<int32_t> order;
   order.reserve(static_cast<size_t>(n) * n);
   for (int e = 0; e < n * n; ++e)
@@ -86,11 +66,7 @@ std::vector<uint8_t> oracle_video_mask(const double* mass, const BlockGrid& grid
     const double da = mass[a] / pairs[a], db = mass[b] / pairs[b];
     return da != db ? da > db : a < b;
   });
-  for (int32_t e : order) {
-    if (live >= target * total * (1.0 - 1e-12)) break;
-    mask[e] = 1;
-    live += pairs[e];
-  }
+  fill_to_target(order, grid, target, mask.data());
   return mask;
 }
 

@@ -18,17 +18,14 @@ namespace eval {
 std::vector<uint8_t> video_masks_of_plan(const Plan& plan, const BlockGrid& grid, int batch,
                                          int heads);
 
-// Token-pair weighted fraction of live blocks of one n x n video mask.
-double video_mask_density(const uint8_t* mask, const BlockGrid& grid);
-
 // Dense probability mass kept by a mask (video blocks in the mask plus the
 // always-computed text keys), summed over the video query rows of one (b, h).
 double kept_mass(const uint8_t* mask, const double* mass, const double* other_mass, int n);
 
 // The oracle for one (b, h): the diagonal blocks, then the video blocks in
-// descending order of dense mass per token pair, until the token-pair weighted
-// density reaches `target` (the smallest such prefix). For equal-sized blocks no
-// mask of the same number of blocks that keeps the diagonal holds more mass.
+// descending order of dense mass per token pair, to the target density by
+// fill_to_target (eval/target_fill.hpp). For equal-sized blocks no mask of the
+// same number of blocks that keeps the diagonal holds more mass.
 std::vector<uint8_t> oracle_video_mask(const double* mass, const BlockGrid& grid, double target);
 
 // Squared error and squared norm of one head's video rows of `out` against

@@ -90,7 +90,7 @@ void measure_heads(const std::vector<uint8_t>& masks, const eval::DenseBlockStat
     double dens = 0.0, kept = 0.0, kept_oracle = 0.0;
     for (int b = 0; b < B; ++b) {
       const uint8_t* m = masks.data() + (static_cast<size_t>(b) * H + h) * nn;
-      const double d = eval::video_mask_density(m, grid);
+      const double d = video_mask_density(m, grid);
       dens += d;
       kept += eval::kept_mass(m, stats.mass_of(b, h), stats.other_mass_of(b, h), n);
       if (oracle_same_density) {
@@ -215,7 +215,9 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
     if (r.spec.kind == "sparse_vdit") {  // searches (or loads) its config: src/eval/vdit_eval.hpp
       vdit_notes.emplace_back();
       inner = eval::make_vdit_eval_policy(source, r.spec.config, r.spec.config.target_density,
-                                          &vdit_notes.back(), settings.vdit_config, res.threads);
+                                          &vdit_notes.back(), settings.vdit_config, res.threads,
+                                          settings.vdit_calibration,
+                                          settings.synthetic ? &*settings.synthetic : nullptr);
     } else {
       inner = make_policy(r.spec, num_layers, H, r);
     }
@@ -348,6 +350,8 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
     res.policies.push_back(std::move(r.result));
   }
   res.notes = eval::standard_notes(res, first_step);
+  res.off_target = eval::off_target_notes(res);
+  for (const std::string& note : res.off_target) res.notes.push_back(note);
   for (const std::string& note : vdit_notes) res.notes.push_back(note);
   for (int ref_step : {cfg.warmup_steps - 2, cfg.warmup_steps - 1})
     if (has_moddit && ref_step >= 0 &&

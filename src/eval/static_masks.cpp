@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "eval/target_fill.hpp"
 #include "moddit/error.hpp"
 
 namespace moddit {
@@ -14,6 +15,7 @@ namespace {
 
 struct Segment {
   double frame = 0, y = 0, x = 0;
+  int64_t lo = 0, hi = 0;  // its tokens' spatial indices in the frame, [lo, hi)
 };
 
 // Splits video block v at frame boundaries; one segment per frame it touches.
@@ -31,25 +33,34 @@ std::vector<Segment> block_segments(const TokenLayout& tokens, const BlockGrid& 
       sx += double(l % W);
     }
     const double cnt = double(b - a);
-    segs.push_back({double(f), sy / cnt, sx / cnt});
+    segs.push_back({double(f), sy / cnt, sx / cnt, a - f * P, b - f * P});
     a = b;
   }
   return segs;
 }
 
+// Radial Attention's band of a frame distance: 0 for the same frame, then
+// bit_length(df) (1, 2, 2, 3, 3, 3, 3, 4, ...), so the window halves each time
+// the frame distance doubles.
 int radial_band(double df) {
-  if (df < 0.5) return 0;
-  return static_cast<int>(std::floor(std::log2(df))) + 1;
+  int band = 0;
+  for (int64_t d = static_cast<int64_t>(df + 0.5); d > 0; d >>= 1) ++band;
+  return band;
 }
 
 // (primary, secondary) key of a segment pair; smaller = kept earlier.
 std::array<double, 2> pair_key(StaticMaskKind kind, const Segment& a, const Segment& b) {
   const double df = std::fabs(a.frame - b.frame);
-  const double dy = std::fabs(a.y - b.y), dx = std::fabs(a.x - b.x);
-  const double spatial = std::max(dy, dx);
-  if (kind == StaticMaskKind::Window)
+  if (kind == StaticMaskKind::Window) {
+    const double dy = std::fabs(a.y - b.y), dx = std::fabs(a.x - b.x);
+    const double spatial = std::max(dy, dx);
     return {std::max(df, spatial), std::sqrt(df * df + dy * dy + dx * dx)};
-  return {std::max(spatial, 1.0) * std::ldexp(1.0, radial_band(df)), df};
+  }
+  // Radial: the pair is in the mask iff the smallest spatial-index distance of
+  // its tokens is below the band's window w / 2^band; the key is the window
+  // scale w at which it joins (+1: a window is at least one token wide).
+  const double gap = double(std::max<int64_t>({0, b.lo - a.hi + 1, a.lo - b.hi + 1}));
+  return {(gap + 1.0) * std::ldexp(1.0, radial_band(df)), df};
 }
 
 }  // namespace
@@ -58,7 +69,7 @@ std::vector<uint8_t> static_video_mask(StaticMaskKind kind, const TokenLayout& t
                                        const BlockGrid& grid, double target_density) {
   MODDIT_CHECK(target_density >= 0.0 && target_density <= 1.0,
                "static mask: target density must be in [0, 1], got ", target_density);
-  const int n = grid.num_video_blocks, fv = grid.first_video_block;
+  const int n = grid.num_video_blocks;
   std::vector<std::vector<Segment>> segs(n);
   for (int v = 0; v < n; ++v) segs[v] = block_segments(tokens, grid, v);
 
@@ -84,18 +95,11 @@ std::vector<uint8_t> static_video_mask(StaticMaskKind kind, const TokenLayout& t
   });
 
   std::vector<uint8_t> mask(static_cast<size_t>(n) * n, 0);
-  double total = 0.0, live = 0.0;
-  for (int i = 0; i < n; ++i)
-    for (int j = 0; j < n; ++j) total += double(grid.block_len(fv + i)) * grid.block_len(fv + j);
-  for (int i = 0; i < n; ++i) {
-    mask[static_cast<size_t>(i) * n + i] = 1;
-    live += double(grid.block_len(fv + i)) * grid.block_len(fv + i);
-  }
-  for (const Entry& e : entries) {
-    if (live >= target_density * total * (1.0 - 1e-12)) break;
-    mask[static_cast<size_t>(e.i) * n + e.j] = 1;
-    live += double(grid.block_len(fv + e.i)) * grid.block_len(fv + e.j);
-  }
+  for (int i = 0; i < n; ++i) mask[static_cast<size_t>(i) * n + i] = 1;
+  std::vector<int32_t> order;
+  order.reserve(entries.size());
+  for (const Entry& e : entries) order.push_back(e.i * n + e.j);
+  fill_to_target(order, grid, target_density, mask.data());
   return mask;
 }
 

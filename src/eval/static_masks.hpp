@@ -11,15 +11,21 @@
 // - window: a 3D sliding tile in latent token space, a cube in
 //   (frame, row, column) token units (Chebyshev distance, ties by Euclidean
 //   distance). It grows until the target density is reached.
-// - radial: the energy-decay mask of Radial Attention: the spatial window halves
-//   every time the temporal distance doubles (key = max(spatial distance, 1)
-//   * 2^band(df), band(0) = 0, band(df) = floor(log2 df) + 1; ties by df), so
-//   nearby frames see a wide spatial neighbourhood and far frames only the same
-//   location.
+// - radial: the energy-decay mask of Radial Attention (Li et al. 2025): a key
+//   is attended when its spatial index in its frame (the token's position in the
+//   flattened h x w frame) is within w / 2^band(df) of the query's, band(0) = 0
+//   and band(df) = bit_length(df), so the window halves every time the frame
+//   distance doubles: the whole frame pair near the diagonal, then ever narrower
+//   bands around the same spatial position in farther frames. The window scale w
+//   (Radial Attention's decay factor) is set by the target density: block pairs
+//   join in ascending order of the w at which they would (ties by frame
+//   distance). Radial Attention's frame subsampling for windows narrower than a
+//   block is not modelled. Unlike the window, radial reaches along the flattened
+//   index, across rows, not over a (row, column) square.
 //
-// Both keep the diagonal, then add block pairs in ascending key order until the
-// token-pair weighted density reaches the target (the smallest such prefix; ties
-// beyond it are cut by (|i-j|, i, j), so the density matches the target to one block).
+// Both keep the diagonal, then add block pairs in ascending key order, ties cut
+// by (|i-j|, i, j), to the target density by the rule of eval/target_fill.hpp
+// (within half a block of it).
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "core/video_mask.hpp"
+#include "eval/target_fill.hpp"
 #include "moddit/error.hpp"
 #include "vdit/geometry.hpp"
 
@@ -12,29 +14,35 @@ namespace eval {
 
 namespace {
 
-// Smallest radius in [0, hi] whose mask density reaches the target, or the one
-// just below it when that is closer (density grows with the radius).
+// The mask at the target density between two radii: r, the smallest radius in
+// [0, hi] whose mask reaches the target, and the radius below it (or the
+// diagonal alone); the blocks the larger radius adds are taken nearest the
+// diagonal first, then row-major, by fill_to_target (density grows with the
+// radius).
 template <typename MaskOf>
-std::vector<uint8_t> closest_radius(MaskOf mask_of, int64_t hi, const BlockGrid& grid,
-                                    double target, double* density_out = nullptr) {
+std::vector<uint8_t> mask_at_density(MaskOf mask_of, int64_t hi, const BlockGrid& grid,
+                                     double target) {
   int64_t lo = 0, top = hi;
   while (lo < top) {
     const int64_t mid = (lo + top) / 2;
-    if (geometry::video_mask_density(mask_of(mid), grid) >= target) top = mid;
+    if (video_mask_density(mask_of(mid).data(), grid) >= target) top = mid;
     else lo = mid + 1;
   }
-  std::vector<uint8_t> best = mask_of(lo);
-  double d = geometry::video_mask_density(best, grid);
-  if (lo > 0) {
-    std::vector<uint8_t> below = mask_of(lo - 1);
-    const double db = geometry::video_mask_density(below, grid);
-    if (std::abs(db - target) < std::abs(d - target)) {
-      best = std::move(below);
-      d = db;
-    }
-  }
-  if (density_out) *density_out = d;
-  return best;
+  const int n = grid.num_video_blocks;
+  const std::vector<uint8_t> outer = mask_of(lo);
+  std::vector<uint8_t> mask(static_cast<size_t>(n) * n, 0);
+  if (lo > 0) mask = mask_of(lo - 1);
+  for (int i = 0; i < n; ++i) mask[static_cast<size_t>(i) * n + i] = 1;
+  std::vector<int32_t> order;
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j)
+      if (outer[static_cast<size_t>(i) * n + j] && !mask[static_cast<size_t>(i) * n + j])
+        order.push_back(i * n + j);
+  std::stable_sort(order.begin(), order.end(), [n](int32_t a, int32_t b) {
+    return std::abs(a / n - a % n) < std::abs(b / n - b % n);
+  });
+  fill_to_target(order, grid, target, mask.data());
+  return mask;
 }
 
 }  // namespace
@@ -43,11 +51,11 @@ std::vector<uint8_t> svg_spatial_mask(const TokenLayout& tokens, const BlockGrid
                                       double target) {
   const int64_t P = tokens.tokens_per_frame();
   auto within_frame = [&](int64_t rs) { return geometry::frame_window_mask(tokens, grid, 0, rs); };
-  if (tokens.frames == 1 || geometry::video_mask_density(within_frame(P - 1), grid) >= target)
-    return closest_radius(within_frame, P - 1, grid, target, nullptr);
+  if (tokens.frames == 1 || video_mask_density(within_frame(P - 1).data(), grid) >= target)
+    return mask_at_density(within_frame, P - 1, grid, target);
   // The whole frame is not enough: neighbouring frames join, whole frames each.
   auto frames = [&](int64_t rf) { return geometry::frame_window_mask(tokens, grid, rf, P); };
-  return closest_radius(frames, tokens.frames - 1, grid, target, nullptr);
+  return mask_at_density(frames, tokens.frames - 1, grid, target);
 }
 
 std::vector<uint8_t> svg_temporal_mask(const TokenLayout& tokens, const BlockGrid& grid,
@@ -55,10 +63,10 @@ std::vector<uint8_t> svg_temporal_mask(const TokenLayout& tokens, const BlockGri
   // The same spatial position in the frames within rf (rf grows first: at low
   // densities SVG's all-frames band would not fit), then a spatial radius in all frames.
   auto same_position = [&](int64_t rf) { return geometry::frame_window_mask(tokens, grid, rf, 0); };
-  if (geometry::video_mask_density(same_position(tokens.frames - 1), grid) >= target)
-    return closest_radius(same_position, tokens.frames - 1, grid, target, nullptr);
+  if (video_mask_density(same_position(tokens.frames - 1).data(), grid) >= target)
+    return mask_at_density(same_position, tokens.frames - 1, grid, target);
   auto any_frame = [&](int64_t rt) { return geometry::frame_window_mask(tokens, grid, -1, rt); };
-  return closest_radius(any_frame, tokens.tokens_per_frame() - 1, grid, target, nullptr);
+  return mask_at_density(any_frame, tokens.tokens_per_frame() - 1, grid, target);
 }
 
 SvgPolicy::SvgPolicy(double target_density, int warmup_steps, int sample_rows)
@@ -162,10 +170,10 @@ Plan SvgPolicy::plan(const CallInfo& call) {
   for (HeadGroup* grp : {&spatial, &temporal}) {
     if (grp->heads.empty()) continue;
     const std::vector<uint8_t>& video = grp == &spatial ? spatial_ : temporal_;
-    BlockMask m(B, static_cast<int>(grp->heads.size()), g.num_blocks(), g.num_blocks());
-    for (int b = 0; b < B; ++b)
-      for (int h = 0; h < static_cast<int>(grp->heads.size()); ++h) place_video_mask(video.data(), g, m, b, h);
-    grp->layout = to_layout(m);
+    const size_t count = size_t(B) * grp->heads.size();
+    std::vector<uint8_t> masks(video.size() * count);
+    for (size_t r = 0; r < count; ++r) std::copy(video.begin(), video.end(), masks.begin() + r * video.size());
+    grp->layout = core::layout_from_video_masks(masks, g, B, static_cast<int>(grp->heads.size()));
     plan.groups.push_back(std::move(*grp));
   }
   return plan;

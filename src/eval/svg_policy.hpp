@@ -5,7 +5,8 @@
 // temporal mask are computed; the mask with the smaller error wins (summed over
 // the batch, so a head has one mask per call).
 //
-// Masks, sized to the target video density (closest achievable):
+// Masks, at the target video density (the radius that reaches it, its last
+// ring trimmed by eval/target_fill.hpp's rule, nearest the diagonal first):
 //   spatial   the same frame, spatial indices within rs of each other (rs grows
 //             to the whole frame, then neighbouring frames join);
 //   temporal  the same spatial position in the frames within rf (rf grows to

@@ -55,6 +55,7 @@ std::string format_eval_table(const EvalResult& r) {
          << fmt("%.1f", 100.0 * p.recall / p.oracle_recall_same_density) << "%)";
     os << "\n";
   }
+  for (const std::string& why : r.off_target) os << "off target: " << why << "\n";
   return os.str();
 }
 

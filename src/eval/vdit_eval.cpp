@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
-#include <regex>
 
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
@@ -49,31 +48,15 @@ VditSearchOptions vdit_eval_search_options(const TokenLayout& tokens, int block_
 
 namespace {
 
-// Calibration: when the evaluated trajectory is synthetic, the same generator
-// seed (the same synthetic "model": head kinds and projections depend on the seed
-// only) with one more batch item, of which only the extra item is used (another
-// "prompt": scene, noise and text depend on the item). Null otherwise.
-std::unique_ptr<TrajectorySource> synthetic_twin(const TrajectoryInfo& info, int* item_out) {
-  if (info.source.find("synthetic") == std::string::npos) return nullptr;
-  unsigned seed = 42;
-  std::smatch m;
-  static const std::regex seed_re("seed ([0-9]+)");
-  if (std::regex_search(info.source, m, seed_re)) seed = static_cast<unsigned>(std::stoul(m[1]));
-  SyntheticSpec s;
-  s.frames = static_cast<int>(info.tokens.frames);
-  s.height = static_cast<int>(info.tokens.height);
-  s.width = static_cast<int>(info.tokens.width);
-  s.text_tokens = static_cast<int>(info.tokens.text_tokens);
-  s.text_valid = static_cast<int>(info.tokens.text_valid);
-  s.text_position = to_string(info.tokens.text_position);
-  s.num_steps = info.num_steps;
-  s.layers = static_cast<int>(info.layers.size());
-  s.heads = info.heads;
-  s.head_dim = info.head_dim;
-  s.batch = info.batch + 1;
-  s.seed = seed;
-  *item_out = info.batch;
-  return drop_batch_items(make_synthetic(s), info.batch);
+// A held-out calibration item of the generator that made the evaluated
+// trajectory: the same spec (the same synthetic "model": head kinds and
+// projections depend on the seed only) with one more batch item, of which only
+// the extra item is used (another "prompt": scene, noise and text depend on it).
+std::unique_ptr<TrajectorySource> synthetic_twin(const SyntheticSpec& spec, int* item_out) {
+  SyntheticSpec s = spec;
+  s.batch = spec.batch + 1;
+  *item_out = spec.batch;
+  return drop_batch_items(make_synthetic(s), spec.batch);
 }
 
 std::mutex cache_mutex;
@@ -85,7 +68,8 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
                                                       const ModditConfig& run,
                                                       double target_density, std::string* note,
                                                       const std::string& config_path,
-                                                      int threads) {
+                                                      int threads, const std::string& calibration,
+                                                      const SyntheticSpec* synthetic) {
   const TrajectoryInfo& info = evaluated.info();
   if (!config_path.empty()) {
     VditConfig c = load_vdit_config(config_path);
@@ -97,10 +81,33 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
   }
   const int first_step = std::max(0, run.warmup_steps - 2);
   int item = 0;
-  std::unique_ptr<TrajectorySource> twin = synthetic_twin(info, &item);
-  TrajectorySource& calib = twin ? *twin : evaluated;
-  const std::string key = calib.info().source + "|bs" + std::to_string(run.block_size) + "|from" +
-                          std::to_string(first_step);
+  std::unique_ptr<TrajectorySource> twin, file;
+  std::string what;
+  if (calibration == "synthetic" || (calibration.empty() && synthetic)) {
+    MODDIT_CHECK(synthetic, "sparse_vdit: calibration 'synthetic' needs the generator's settings "
+                 "(only a run on the generator, `moddit demo` or `eval --synthetic`, has them); give a "
+                 "calibration file or 'self'");
+    twin = synthetic_twin(*synthetic, &item);
+    what = "batch item " + std::to_string(item) + " of the same synthetic generator (" +
+           synthetic->describe() + "; held out: another scene, not the evaluated one)";
+  } else if (calibration.empty() || calibration == "self") {
+    what = std::string("the evaluated trajectory itself (in-sample") +
+           (calibration.empty() ? "; no held-out calibration data given" : "") + ")";
+  } else {
+    file = open_trajectory(calibration);
+    const TrajectoryInfo& ci = file->info();
+    MODDIT_CHECK(ci.tokens.describe() == info.tokens.describe() && ci.heads == info.heads &&
+                     ci.head_dim == info.head_dim,
+                 "sparse_vdit: calibration file ", calibration, " has another geometry (",
+                 ci.tokens.describe(), ", ", ci.heads, " heads x ", ci.head_dim,
+                 ") than the evaluated trajectory (", info.tokens.describe(), ", ", info.heads,
+                 " heads x ", info.head_dim, ")");
+    what = "the calibration file " + calibration + " (held out)";
+  }
+  TrajectorySource& calib = twin ? *twin : file ? *file : evaluated;
+  const std::string key = twin ? synthetic->describe() + "|bs" + std::to_string(run.block_size) +
+                                     "|from" + std::to_string(first_step)
+                               : std::string();
   // Only a synthetic twin is cached: its content is a function of its settings
   // (the key). A file's "source" metadata does not identify its tensors (two
   // recordings of one model share it), so a file is measured every time.
@@ -126,12 +133,7 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
     std::snprintf(buf, sizeof buf,
                   "; lambda %.4g, eps %.3g chosen for density %.3f (searched mean density %.3f)",
                   c.search.lambda, c.search.eps, target_density, c.mean_density());
-    *note = std::string("sparse_vdit: searched on ") +
-            (twin ? "batch item " + std::to_string(item) +
-                        " of the same synthetic model (same seed: another scene, not the "
-                        "evaluated one)"
-                  : "the evaluated trajectory itself (in-sample)") +
-            buf;
+    *note = "sparse_vdit: calibrated (searched) on " + what + buf;
   }
   return std::make_shared<VditEvalPolicy>(std::move(c), run.warmup_steps);
 }

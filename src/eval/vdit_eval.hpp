@@ -2,13 +2,14 @@
 // Sparse-vDiT as an evaluation policy at a target density (DESIGN.md 6).
 //
 // The config comes from a file written by `moddit search`, or, without one, from
-// a search run here: when the evaluated trajectory is synthetic, on another batch
-// item of the same generator seed (the same synthetic model, another scene: the
-// paper calibrates on other samples), else on the evaluated trajectory itself
-// (in-sample; the note says so). The search's loss table is cached per
-// calibration source, so several densities cost one search; (lambda, eps) are
-// then picked for the target density (decide_vdit_for_density). Dense before the
-// run's warm-up, like every baseline, so that all are compared on the same steps.
+// a search run here on the calibration data the run names (EvalSettings::
+// vdit_calibration; the trajectory's `source` text never decides): a held-out
+// batch item of the same synthetic generator, a calibration file, or the
+// evaluated trajectory itself (in-sample; the note says so). The search's loss
+// table of a synthetic calibration is cached per generator settings, so several
+// densities cost one search; (lambda, eps) are then picked for the target
+// density (decide_vdit_for_density). Dense before the run's warm-up, like every
+// baseline, so that all are compared on the same steps.
 #include <map>
 #include <memory>
 #include <string>
@@ -35,12 +36,15 @@ class VditEvalPolicy : public Policy {
 
 // `note` (may be null) receives one line for the report: where the config came
 // from and the density it achieves over the searched steps.
+// `calibration` and `synthetic` as EvalSettings::vdit_calibration / synthetic.
 std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluated,
                                                       const ModditConfig& run,
                                                       double target_density,
                                                       std::string* note = nullptr,
                                                       const std::string& config_path = "",
-                                                      int threads = 0);
+                                                      int threads = 0,
+                                                      const std::string& calibration = "",
+                                                      const SyntheticSpec* synthetic = nullptr);
 
 // Adds one call's heads per group label to `counts` (heads in no group count as
 // "skip"): the "share of heads per mode" of the report, for any policy.

@@ -102,17 +102,5 @@ std::vector<uint8_t> band_mask(const BlockGrid& grid, int64_t radius) {
   return mask;
 }
 
-double video_mask_density(const std::vector<uint8_t>& mask, const BlockGrid& grid) {
-  const int n = grid.num_video_blocks;
-  double live = 0, total = 0;
-  for (int q = 0; q < n; ++q)
-    for (int k = 0; k < n; ++k) {
-      const double pairs = double(grid.video_block_end(q) - grid.video_block_begin(q)) *
-                           double(grid.video_block_end(k) - grid.video_block_begin(k));
-      total += pairs;
-      if (mask[size_t(q) * n + k]) live += pairs;
-    }
-  return total > 0 ? live / total : 1.0;
-}
 
 }  // namespace moddit::geometry

@@ -43,7 +43,5 @@ std::vector<uint8_t> tile_window_mask(const TokenLayout& tokens, const BlockGrid
 // n x n band |kb - qb| <= radius.
 std::vector<uint8_t> band_mask(const BlockGrid& grid, int64_t radius);
 
-// Token-pair weighted density of an n x n video mask.
-double video_mask_density(const std::vector<uint8_t>& mask, const BlockGrid& grid);
 
 }  // namespace moddit::geometry

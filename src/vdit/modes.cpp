@@ -3,6 +3,8 @@
 
 #include "moddit/error.hpp"
 #include "moddit/sparse_vdit.hpp"
+
+#include "core/video_mask.hpp"
 #include "vdit/geometry.hpp"
 
 namespace moddit {
@@ -51,21 +53,23 @@ std::vector<uint8_t> vdit_video_mask(const VditHeadChoice& c, const TokenLayout&
 double vdit_density(const VditHeadChoice& c, const TokenLayout& tokens, const BlockGrid& grid) {
   if (c.mode == VditMode::Full) return 1.0;
   if (c.mode == VditMode::Skip) return 0.0;
-  return geometry::video_mask_density(vdit_video_mask(c, tokens, grid), grid);
+  return video_mask_density(vdit_video_mask(c, tokens, grid).data(), grid);
 }
 
 BlockLayout vdit_group_layout(const std::vector<const VditHeadChoice*>& choices, int batch,
                               const TokenLayout& tokens, const BlockGrid& grid) {
   MODDIT_CHECK(!choices.empty() && batch > 0, "Sparse-vDiT: empty head group or batch");
-  const int nb = grid.num_blocks();
-  BlockMask mask(batch, static_cast<int>(choices.size()), nb, nb, false);
-  for (size_t h = 0; h < choices.size(); ++h) {
+  const int heads = static_cast<int>(choices.size());
+  const size_t nn = static_cast<size_t>(grid.num_video_blocks) * grid.num_video_blocks;
+  std::vector<uint8_t> masks(nn * size_t(batch) * size_t(heads));
+  for (int h = 0; h < heads; ++h) {
     MODDIT_CHECK(choices[h]->mode != VditMode::Skip,
                  "Sparse-vDiT: a skipped head has no layout (it is not launched)");
     const std::vector<uint8_t> video = vdit_video_mask(*choices[h], tokens, grid);
-    for (int b = 0; b < batch; ++b) place_video_mask(video.data(), grid, mask, b, static_cast<int>(h));
+    for (int b = 0; b < batch; ++b)
+      std::copy(video.begin(), video.end(), masks.begin() + (size_t(b) * heads + h) * nn);
   }
-  return to_layout(mask);
+  return core::layout_from_video_masks(masks, grid, batch, heads);
 }
 
 }  // namespace moddit

@@ -39,7 +39,7 @@ class FakeDeviceEngine final : public core::ModditEngine {
       d->row_ptr = held->row_ptr.data();
       d->col_idx = held->col_idx.data();
       d->density_when_synced =
-          std::make_shared<float>(float(core::layout_video_density(*held, *call.grid)));
+          std::make_shared<float>(float(video_density(*held, *call.grid)));
       d->storage = held;
       g.device_layout = d;
     }

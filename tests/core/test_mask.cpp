@@ -1,4 +1,4 @@
-// Mask generation: Top-K / target-density line unions, frame regions, the
+// Mask generation: Top-K line unions / masks trimmed to a target density, frame regions, the
 // diagonal, the layout assembly and the linear prediction (DESIGN.md 2).
 #include <gtest/gtest.h>
 
@@ -91,33 +91,86 @@ TEST(VideoMask, TopKIsTheUnionOfTheLowestLinesPlusDiagonalAndFrames) {
                    1.0);
 }
 
-TEST(VideoMask, DerivedKIsTheSmallestReachingTheTargetDensity) {
+bool subset(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  for (size_t k = 0; k < a.size(); ++k)
+    if (a[k] && !b[k]) return false;
+  return true;
+}
+
+TEST(VideoMask, TargetDensityIsMetWithinHalfABlockByTrimmingTheLastLine) {
   std::mt19937 rng(22);
   std::uniform_real_distribution<double> u(-1, 1);
   const TokenLayout t = layout(5, 150, 70, TextPosition::Before);  // partial last block
   const BlockGrid g = make_block_grid(t, 64);
   const PatternBasis b = make_pattern_basis(g, t);
   const std::vector<int64_t> len = video_block_lengths(g);
+  const double V = std::accumulate(len.begin(), len.end(), 0.0);
+  const double half_block = 0.5 * double(len[0]) * len[0] / (V * V);
   VideoMaskBuilder builder(b, len);
   const int n = b.n;
   std::vector<uint8_t> mask(static_cast<size_t>(n) * n);
-  for (double target : {0.05, 0.2, 0.37, 0.6, 0.9, 1.0}) {
-    std::vector<double> lines(static_cast<size_t>(b.num_lines()));
-    for (auto& x : lines) x = u(rng);
-    std::vector<uint8_t> keep(static_cast<size_t>(b.num_frames()), 0);
-    keep[1] = 1;
-    const MaskChoice c = builder.build(lines.data(), keep.data(), 0, target, mask.data());
-    EXPECT_EQ(mask, naive_mask(b, lines, keep, c.k));
-    EXPECT_GE(c.density, target - 1e-12) << target;
-    if (c.k > 0) {
-      EXPECT_LT(density(naive_mask(b, lines, keep, c.k - 1), len), target) << target;
+  const std::vector<uint8_t> none(static_cast<size_t>(b.num_frames()), 0);
+  const double diagonal = density(naive_mask(b, std::vector<double>(b.num_lines(), 0.0), none, 0), len);
+  for (int trial = 0; trial < 20; ++trial)
+    for (double target : {0.2, 0.37, 0.6, 0.9}) {
+      std::vector<double> lines(static_cast<size_t>(b.num_lines()));
+      for (auto& x : lines) x = u(rng);
+      std::vector<uint8_t> keep(static_cast<size_t>(b.num_frames()), 0);
+      keep[1] = 1;
+      const MaskChoice c = builder.build(lines.data(), keep.data(), 0, target, mask.data());
+      // The whole lines kept, then part of the next one.
+      EXPECT_TRUE(subset(naive_mask(b, lines, keep, c.k), mask)) << target;
+      EXPECT_TRUE(subset(mask, naive_mask(b, lines, keep, c.k + 1))) << target;
+      EXPECT_NEAR(c.density, target, half_block + 1e-12) << target;
+      EXPECT_NEAR(c.density, density(mask, len), 1e-12);
+      for (int i = 0; i < n; ++i) EXPECT_TRUE(mask[i * n + i]);
     }
-    for (int i = 0; i < n; ++i) EXPECT_TRUE(mask[i * n + i]);
-  }
-  // A target already met by the diagonal and frames keeps no line.
+  // Below the diagonal: the diagonal alone.
   std::vector<double> lines(static_cast<size_t>(b.num_lines()), 0.0);
   std::vector<uint8_t> all(static_cast<size_t>(b.num_frames()), 1);
-  EXPECT_EQ(builder.build(lines.data(), all.data(), 0, 0.01, mask.data()).k, 0);
+  const MaskChoice c = builder.build(lines.data(), all.data(), 0, diagonal / 2, mask.data());
+  EXPECT_EQ(c.k, 0);
+  EXPECT_DOUBLE_EQ(c.density, diagonal);
+  // Every line: the whole grid.
+  EXPECT_DOUBLE_EQ(builder.build(lines.data(), none.data(), 0, 1.0, mask.data()).density, 1.0);
+}
+
+TEST(VideoMask, KeptFramesAboveTheTargetAreTrimmedFarthestFromTheDiagonalFirst) {
+  std::mt19937 rng(24);
+  std::uniform_real_distribution<double> u(-1, 1);
+  const TokenLayout t = layout(3, 1280, 0, TextPosition::None);  // n = 30 at 128, 10 per frame
+  const BlockGrid g = make_block_grid(t, 128);
+  const PatternBasis b = make_pattern_basis(g, t);
+  const std::vector<int64_t> len = video_block_lengths(g);
+  VideoMaskBuilder builder(b, len);
+  const int n = b.n;
+  std::vector<uint8_t> mask(static_cast<size_t>(n) * n);
+  std::vector<double> lines(static_cast<size_t>(b.num_lines()));
+  for (auto& x : lines) x = u(rng);
+  const std::vector<uint8_t> all(static_cast<size_t>(b.num_frames()), 1);
+  const std::vector<uint8_t> frames = naive_mask(b, lines, all, 0);
+  ASSERT_NEAR(density(frames, len), 1.0 / 3, 1e-12);
+  for (double target : {0.1, 0.2, 0.3}) {
+    const MaskChoice c = builder.build(lines.data(), all.data(), 0, target, mask.data());
+    EXPECT_EQ(c.k, 0);
+    EXPECT_TRUE(subset(mask, frames));
+    EXPECT_NEAR(c.density, target, 0.5 / (n * n) + 1e-12);
+    // Distance d is taken only once distance d - 1 is whole.
+    int whole_below = n;
+    for (int d = 1; d < n; ++d) {
+      int live = 0, in_frames = 0;
+      for (int i = 0; i < n; ++i)
+        for (int j : {i - d, i + d})
+          if (j >= 0 && j < n && frames[i * n + j]) {
+            ++in_frames;
+            live += mask[i * n + j];
+          }
+      if (live > 0) {
+        EXPECT_LT(d - 1, whole_below) << target;
+      }
+      if (live < in_frames && whole_below == n) whole_below = d;
+    }
+  }
 }
 
 TEST(VideoMask, TooLargeTopKIsAnErrorNamingTopK) {
@@ -147,10 +200,13 @@ TEST(VideoMask, LayoutRowsEqualPlaceVideoMask) {
     got.batch = 2;
     got.heads = 3;
     got.num_q_blocks = got.num_k_blocks = nb;
+    std::vector<std::vector<uint8_t>> masks;
     for (int bi = 0; bi < 2; ++bi)
       for (int h = 0; h < 3; ++h) {
         std::vector<uint8_t> vm(static_cast<size_t>(n) * n);
         for (auto& x : vm) x = rng() % 3 == 0;
+        for (int i = 0; i < n; ++i) vm[i * n + i] = 1;  // the layout keeps the diagonal
+        masks.push_back(vm);
         place_video_mask(vm.data(), g, ref, bi, h);
         append_layout_rows(vm.data(), g, got);
       }
@@ -158,8 +214,12 @@ TEST(VideoMask, LayoutRowsEqualPlaceVideoMask) {
     const BlockLayout want = to_layout(ref);
     EXPECT_EQ(got.row_ptr, want.row_ptr);
     EXPECT_EQ(got.col_idx, want.col_idx);
-    const double d = video_density(want, g);
-    EXPECT_NEAR(layout_video_density(got, g), d, 1e-12 * d);
+    // The layout's density is the mean of its masks' (two ways of one function).
+    double mean = 0;
+    for (int bi = 0; bi < 2; ++bi)
+      for (int h = 0; h < 3; ++h) mean += video_mask_density(masks[bi * 3 + h].data(), g) / 6;
+    const double d = video_density(got, g);
+    EXPECT_NEAR(d, mean, 1e-12 * d);
     EXPECT_LT(d, 1.0);
   }
 }

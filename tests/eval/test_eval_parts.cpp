@@ -2,6 +2,8 @@
 // computation, masks extracted from plans (head groups, skipped heads), progress.
 #include <gtest/gtest.h>
 
+#include "core/video_mask.hpp"
+
 #include <cmath>
 
 #include "eval/baselines.hpp"
@@ -97,7 +99,7 @@ TEST(PlanMasks, HeadGroupsAndSkippedHeads) {
   sparse.heads = {0, 3};
   std::vector<uint8_t> masks(static_cast<size_t>(1 * 2 * n * n), 0);
   masks[1] = 1;  // head index 0 of the group: block (0, 1) live
-  sparse.layout = eval::layout_from_video_masks(masks, grid, 1, 2);
+  sparse.layout = core::layout_from_video_masks(masks, grid, 1, 2);
   p.groups.push_back(sparse);
   const auto m = eval::video_masks_of_plan(p, grid, 1, 4);
   auto head = [&](int h) { return m.data() + h * n * n; };
@@ -105,8 +107,8 @@ TEST(PlanMasks, HeadGroupsAndSkippedHeads) {
   EXPECT_EQ(std::vector<uint8_t>(head(1), head(1) + 4), (std::vector<uint8_t>{0, 0, 0, 0}));  // skipped
   EXPECT_EQ(std::vector<uint8_t>(head(2), head(2) + 4), (std::vector<uint8_t>{1, 1, 1, 1}));  // dense
   EXPECT_EQ(std::vector<uint8_t>(head(3), head(3) + 4), (std::vector<uint8_t>{1, 0, 0, 1}));
-  EXPECT_DOUBLE_EQ(eval::video_mask_density(head(1), grid), 0.0);
-  EXPECT_DOUBLE_EQ(eval::video_mask_density(head(0), grid), 0.75);
+  EXPECT_DOUBLE_EQ(video_mask_density(head(1), grid), 0.0);
+  EXPECT_DOUBLE_EQ(video_mask_density(head(0), grid), 0.75);
 }
 
 TEST(EvalRun, ProgressCoversEveryCall) {

@@ -137,7 +137,7 @@ void run_case(const StepCase& sc, int seed) {
       const std::vector<int32_t> want = reference_schedule(cost, grid.num_blocks());
       EXPECT_EQ(order, want) << "step " << step;
       gpu->synchronize();
-      EXPECT_NEAR(*gd.device_layout->density_when_synced, core::layout_video_density(*gh.layout, grid),
+      EXPECT_NEAR(*gd.device_layout->density_when_synced, video_density(*gh.layout, grid),
                   1e-6);
     }
     for (int b = 0; b < B; ++b)

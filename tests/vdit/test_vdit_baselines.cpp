@@ -13,13 +13,13 @@
 
 using namespace moddit;
 
-TEST(SvgMasks, HitTheTargetDensityAsCloselyAsTheirRadiusAllows) {
+TEST(SvgMasks, LandOnTheTargetDensityWithinHalfABlock) {
   for (const TokenLayout& t : vdit_test::small_layouts()) {
     const BlockGrid g = make_block_grid(t, 64);
     for (double target : {0.1, 0.3, 0.6}) {
       const auto s = eval::svg_spatial_mask(t, g, target);
       const auto m = eval::svg_temporal_mask(t, g, target);
-      const double ds = geometry::video_mask_density(s, g), dm = geometry::video_mask_density(m, g);
+      const double ds = video_mask_density(s.data(), g), dm = video_mask_density(m.data(), g);
       // No other member of the temporal family (frame range at the same position,
       // then a spatial radius in all frames) is closer to the target.
       std::vector<std::vector<uint8_t>> family;
@@ -27,12 +27,20 @@ TEST(SvgMasks, HitTheTargetDensityAsCloselyAsTheirRadiusAllows) {
       for (int64_t r = 0; r < t.tokens_per_frame(); ++r)
         family.push_back(geometry::frame_window_mask(t, g, -1, r));
       for (const auto& f : family) {
-        const double d = geometry::video_mask_density(f, g);
+        const double d = video_mask_density(f.data(), g);
         EXPECT_LE(std::abs(dm - target), std::abs(d - target) + 1e-12);
+      }
+      // The last radius is trimmed to the target (one 64 x 64 block pair at most
+      // off by half; the diagonal alone may exceed it).
+      const double V = double(t.video_tokens()), half = 0.5 * 64.0 * 64.0 / (V * V);
+      const double diagonal = video_mask_density(geometry::band_mask(g, 0).data(), g);
+      if (target > diagonal) {
+        EXPECT_NEAR(ds, target, half + 1e-12) << t.describe();
+        EXPECT_NEAR(dm, target, half + 1e-12) << t.describe();
       }
       // Spatial masks never reach across frames while one frame suffices.
       const double one_frame =
-          geometry::video_mask_density(geometry::frame_window_mask(t, g, 0, t.tokens_per_frame()), g);
+          video_mask_density(geometry::frame_window_mask(t, g, 0, t.tokens_per_frame()).data(), g);
       if (target <= one_frame) {
         EXPECT_LE(ds, one_frame + 1e-12);
       }
