@@ -62,7 +62,8 @@ class Renamed : public TrajectorySource {
 };
 }  // namespace
 
-TEST(VditInEval, TheSourceTextChangesOnlyTheReportsText) {
+// "Slow": too slow under ASan for the README test command; the Release pass runs it.
+TEST(VditInEval, TheSourceTextChangesOnlyTheReportsTextSlow) {
   SyntheticSpec spec;
   spec.frames = 3;
   spec.height = 8;
