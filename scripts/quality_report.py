@@ -63,6 +63,27 @@ def load(path: str) -> Tuple[Dict, Dict, str]:
     return results, stats, folder
 
 
+def merge(results: Dict, other: Dict) -> None:
+    """Adds another evaluation's runs (same model, pairs and settings but the
+    plan) to `results`: runs by name (an evaluation's own dense reference stays
+    the first's), skips that neither ran, errors, and both commands."""
+    a, b = results.get("meta", {}), other.get("meta", {})
+    for key in ("model", "tokens", "pairs"):
+        if a.get(key) != b.get(key):
+            raise SystemExit(f"quality_report: cannot merge evaluations whose {key} differ "
+                             f"({a.get(key)!r} vs {b.get(key)!r})")
+    for name, run in other.get("runs", {}).items():
+        if name != "dense" or name not in results["runs"]:
+            results["runs"][name] = run
+    ran = set(results["runs"])
+    results["skipped"] = [s for s in results.get("skipped", []) + other.get("skipped", [])
+                          if s["name"] not in ran]
+    results.setdefault("errors", {}).update(other.get("errors", {}))
+    a.setdefault("merged", []).append({k: b.get(k) for k in ("date_utc", "command", "git_commit")})
+    results["elapsed_seconds"] = (results.get("elapsed_seconds") or 0) + (
+        other.get("elapsed_seconds") or 0)
+
+
 # --- numbers -------------------------------------------------------------------------
 
 def fmt(x, digits=2, none="–"):
@@ -466,7 +487,9 @@ def document(results: Dict, stats: Dict, procedural: Optional[Dict], pics: Dict[
          f"moddit {meta['versions']['moddit']}" + (f", commit {meta['git_commit'][:10]}"
                                                    if meta.get("git_commit") else "") + ".",
          f"- Command: `{meta['command']}` (inside `scripts/gpu_quality.sh`); report: "
-         "`scripts/quality_report.py`.",
+         "`scripts/quality_report.py`." + "".join(
+             f" Merged with the runs of `{m['command']}` ({m['date_utc']}; PSNR against that "
+             "evaluation's own dense videos)." for m in meta.get("merged", [])),
          f"- Videos: {len(meta['pairs'])} (prompt, seed) pairs (every family, seeds 0-"
          f"{len(meta['pairs']) - 1}), {st['steps']} UniPC steps, CFG {st['guidance']} (two "
          f"transformer calls per step), {meta['tokens']}, {meta['video_blocks']} x "
@@ -546,7 +569,9 @@ def splice(doc_path: str, section: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", required=True, help="quality.tar.gz, its folder, or the JSON")
+    p.add_argument("--results", required=True, nargs="+",
+                   help="quality.tar.gz, its folder, or the JSON; several: their runs merged "
+                        "(each run keeps the PSNR against its own evaluation's dense videos)")
     p.add_argument("--doc", default="docs/QUALITY.md")
     p.add_argument("--pictures", default="docs/quality", help="where the PNGs go")
     p.add_argument("--procedural-cache", default=None,
@@ -554,7 +579,9 @@ def main(argv=None) -> int:
                         "curve.json; computed once on the CPU if missing)")
     p.add_argument("--no-procedural", action="store_true")
     args = p.parse_args(argv)
-    results, stats, folder = load(args.results)
+    results, stats, folder = load(args.results[0])
+    for more in args.results[1:]:
+        merge(results, *load(more)[:1])
     os.makedirs(args.pictures, exist_ok=True)
     rel = os.path.relpath(args.pictures, os.path.dirname(os.path.abspath(args.doc)))
     pics: Dict[str, str] = {}

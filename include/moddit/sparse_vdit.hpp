@@ -138,7 +138,8 @@ struct VditLossTable {
 
 using VditProgress = std::function<void(int done, int total)>;
 
-// Runs every candidate of every (step, layer, head) on the CPU backend against
+// Runs every candidate of every (step, layer, head) on `backend` (the CPU backend,
+// or a GPU backend: vdit/candidate_runner.hpp) against
 // dense attention, averaged over the sources (same shape required) and batch
 // items. Greedy per step on the recorded (dense-trajectory) Q/K/V.
 VditLossTable measure_vdit_candidates(const std::vector<TrajectorySource*>& sources,

@@ -235,6 +235,9 @@ def slice_layout(layout: BlockLayout, grid: BlockGrid, q_begin: int, q_end: int,
     The layout of one chunk call (ring attention): the rows of the query blocks that meet [q_begin, q_end), each with its live key blocks that meet [k_begin, k_end). Empty (live_blocks == 0): the chunk pair contributes nothing.
     """
 
+def layout_from_video_masks(masks: Annotated[NDArray[numpy.uint8], dict(shape=(None, None, None, None), order='C', device='cpu', writable=False)], grid: BlockGrid) -> BlockLayout:
+    """The block layout of per-(batch item, head) video block masks [B, H, n, n] (uint8): text rows and columns dense, every row's diagonal block live; the one layout builder of moddit's own policies."""
+
 def place_video_mask(video_mask: Annotated[NDArray[numpy.uint8], dict(shape=(None, None), order='C', device='cpu', writable=False)], grid: BlockGrid, out: BlockMask, b: int, h: int) -> None: ...
 
 class Backend:

@@ -3,6 +3,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include "core/video_mask.hpp"
 #include "moddit/block_layout.hpp"
 #include "moddit/error.hpp"
 #include "moddit/token_layout.hpp"
@@ -184,6 +185,27 @@ void bind_layout(nb::module_& m) {
         place_video_mask(video_mask.data(), grid, out, b, h);
       },
       nb::arg("video_mask"), nb::arg("grid"), nb::arg("out"), nb::arg("b"), nb::arg("h"));
+  m.def(
+      "layout_from_video_masks",
+      [](const nb::ndarray<nb::ro, uint8_t, nb::ndim<4>, nb::c_contig, nb::device::cpu>& masks,
+         const BlockGrid& grid) {
+        const size_t n = size_t(grid.num_video_blocks);
+        MODDIT_CHECK(masks.shape(2) == n && masks.shape(3) == n, "layout_from_video_masks: masks "
+                     "are [", masks.shape(0), ", ", masks.shape(1), ", ", masks.shape(2), ", ",
+                     masks.shape(3), "], the grid has ", n, "x", n, " video blocks");
+        MODDIT_CHECK(masks.shape(0) >= 1 && masks.shape(1) >= 1 && masks.shape(0) <= 1 << 20 &&
+                         masks.shape(1) <= 1 << 20,
+                     "layout_from_video_masks: batch and heads must be >= 1, got ", masks.shape(0),
+                     " and ", masks.shape(1));
+        std::vector<uint8_t> flat(masks.data(), masks.data() + masks.size());
+        const int batch = int(masks.shape(0)), heads = int(masks.shape(1));
+        nb::gil_scoped_release release;
+        return core::layout_from_video_masks(flat, grid, batch, heads);
+      },
+      nb::arg("masks"), nb::arg("grid"),
+      "The block layout of per-(batch item, head) video block masks [B, H, n, n] (uint8): text "
+      "rows and columns dense, every row's diagonal block live; the one layout builder of "
+      "moddit's own policies.");
 }
 
 }  // namespace moddit::py

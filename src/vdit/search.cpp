@@ -16,6 +16,7 @@
 
 #include "moddit/error.hpp"
 #include "moddit/sparse_vdit.hpp"
+#include "vdit/candidate_runner.hpp"
 
 namespace moddit {
 
@@ -135,19 +136,6 @@ std::vector<int32_t> top_blocks(const std::vector<double>& mass, int count) {
   return idx;
 }
 
-void run(Backend& backend, const TokenLayout& tokens, int block_size, LayerData& d,
-         const BlockLayout* layout, HostTensor& out) {
-  AttentionCall call;
-  call.q = d.q.view();
-  call.k = d.k.view();
-  call.v = d.v.view();
-  call.out = out.view();
-  call.tokens = &tokens;
-  call.block_size = block_size;
-  call.layout = layout;
-  backend.attention(call);
-}
-
 }  // namespace
 
 VditLossTable measure_vdit_candidates(const std::vector<TrajectorySource*>& sources,
@@ -155,8 +143,6 @@ VditLossTable measure_vdit_candidates(const std::vector<TrajectorySource*>& sour
                                       const VditProgress& progress) {
   options.validate();
   MODDIT_CHECK(!sources.empty(), "search: no calibration trajectory");
-  MODDIT_CHECK(backend.device() == Device::CPU, "search: runs on the cpu backend (got ",
-               backend.name(), ")");
   const TrajectoryInfo& info = sources[0]->info();
   for (size_t s = 1; s < sources.size(); ++s)
     MODDIT_CHECK(same_shape(info, sources[s]->info()), "search: calibration trajectory ", s + 1,
@@ -204,6 +190,7 @@ VditLossTable measure_vdit_candidates(const std::vector<TrajectorySource*>& sour
   int done = 0;
   std::vector<LayerData> data(sources.size());
   HostTensor out;
+  vdit::CandidateRunner runner(backend, tokens, options.block_size, sources.size());
 
   for (int step : steps) {
     std::vector<std::vector<std::vector<VditScored>>> step_scores;
@@ -216,8 +203,8 @@ VditLossTable measure_vdit_candidates(const std::vector<TrajectorySource*>& sour
         if (d.q.dtype != DType::F32) d.q = d.q.to(DType::F32);
         if (d.k.dtype != DType::F32) d.k = d.k.to(DType::F32);
         if (d.v.dtype != DType::F32) d.v = d.v.to(DType::F32);
-        d.dense = HostTensor(DType::F32, d.q.shape[0], d.q.shape[1], d.q.shape[2], d.q.shape[3]);
-        run(backend, tokens, options.block_size, d, nullptr, d.dense);
+        runner.load(s, d.q, d.k, d.v);
+        runner.run(s, nullptr, d.dense);
         d.head_ms = head_sq(d.dense, nullptr, tokens);
         const double denom = double(d.q.shape[0]) * real_rows(tokens) * info.head_dim;
         double sum = 0;
@@ -247,13 +234,12 @@ VditLossTable measure_vdit_candidates(const std::vector<TrajectorySource*>& sour
           std::vector<const VditHeadChoice*> ptrs;
           for (const auto& c : choices) ptrs.push_back(&c);
           BlockLayout layout;
-          for (LayerData& d : data) {
-            // Sources may differ in batch size: layout and output follow each one.
+          for (size_t s = 0; s < data.size(); ++s) {
+            LayerData& d = data[s];
+            // Sources may differ in batch size: the layout follows each one.
             if (layout.batch != d.q.shape[0])
               layout = vdit_group_layout(ptrs, static_cast<int>(d.q.shape[0]), tokens, grid);
-            if (out.shape[0] != d.q.shape[0])
-              out = HostTensor(DType::F32, d.q.shape[0], d.q.shape[1], H, info.head_dim);
-            run(backend, tokens, options.block_size, d, &layout, out);
+            runner.run(s, &layout, out);
             const std::vector<double> err = head_sq(out, &d.dense, tokens);
             const double denom = double(d.q.shape[0]) * real_rows(tokens) * info.head_dim;
             for (int h = 0; h < H; ++h) nmse[size_t(h)] += err[size_t(h)] / denom / d.layer_ms;

@@ -347,3 +347,23 @@ def test_python_policy_errors_propagate():
         s.begin_step(0)
         with pytest.raises(exc, match=text):
             s.attention(3, q, q, q)
+
+
+def test_layout_from_video_masks_equals_the_block_mask_path():
+    """The one layout builder, bound: the same layout as placing each (b, h) video
+    mask into a BlockMask and converting, on a grid with text and a partial block."""
+    tokens = moddit.TokenLayout(frames=3, height=6, width=7, text_tokens=20, text_valid=13,
+                                text_position="after")
+    grid = moddit.make_block_grid(tokens, 32)
+    n = grid.num_video_blocks
+    rng = np.random.default_rng(3)
+    masks = (rng.random((2, 3, n, n)) < 0.3).astype(np.uint8)
+    got = moddit.layout_from_video_masks(masks, grid)
+    ref = moddit.BlockMask(2, 3, grid.num_blocks, grid.num_blocks)
+    for b in range(2):
+        for h in range(3):
+            moddit.place_video_mask(masks[b, h], grid, ref, b, h)
+    assert np.array_equal(moddit.to_mask(got).bits, ref.bits)
+    assert 0.3 < moddit.video_density(got, grid) < 0.6
+    with pytest.raises(moddit.Error, match="video blocks"):
+        moddit.layout_from_video_masks(masks[:, :, :-1, :-1].copy(), grid)

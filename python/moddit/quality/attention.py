@@ -182,13 +182,4 @@ def layout_of(masks: torch.Tensor, grid):
     import moddit
 
     arr = np.ascontiguousarray(masks.to(torch.uint8).cpu().numpy())
-    if hasattr(moddit, "layout_from_video_masks"):
-        return moddit.layout_from_video_masks(arr, grid)
-    # moddit builds before layout_from_video_masks: the same through a BlockMask.
-    B, H = arr.shape[:2]
-    nb = grid.num_blocks
-    full = moddit.BlockMask(B, H, nb, nb, False)
-    for b in range(B):
-        for h in range(H):
-            moddit.place_video_mask(arr[b, h], grid, full, b, h)
-    return moddit.to_layout(full)
+    return moddit.layout_from_video_masks(arr, grid)

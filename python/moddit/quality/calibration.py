@@ -1,13 +1,14 @@
 """Sparse-vDiT's calibration for the quality evaluation: dense Q/K/V recorded
 from the model on calibration (prompt, seed) pairs that are not evaluated
 (moddit.diffusers.record), then moddit's search on them (measure once, decide
-per target density), in a background thread (the search runs on moddit's CPU
-backend and releases the GIL, so the GPU runs go on meanwhile).
+per target density), on the backend of the evaluation's device: on the GPU the
+measurement takes seconds, so it runs before the policies, never beside them
+(a CPU search running beside the GPU runs once took longer than the budget and
+left the evaluation without progress).
 """
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Dict, Optional, Sequence
 
@@ -31,50 +32,33 @@ def record_calibration(pipe, path: str, prompts: Sequence[int], seeds: Sequence[
     return path
 
 
-class BackgroundSearch:
-    """measure_vdit on a thread; configs(density) once done."""
+class CalibrationSearch:
+    """measure_vdit on `backend` (moddit.get_backend of the evaluation's device);
+    config(density) afterwards. Runs to the end in the constructor."""
 
-    def __init__(self, trajectory: str, block_size: int, threads: int,
+    def __init__(self, trajectory: str, block_size: int, backend,
                  options: Optional[moddit.VditSearchOptions] = None, delete: bool = True):
         self.trajectory = trajectory
         self.options = options or moddit.VditSearchOptions()
         self.options.block_size = int(block_size)
-        self.threads = int(threads)
+        self.backend = backend
         self.delete = delete            # the trajectory file once measured
         self.table = None
         self.error: Optional[str] = None
         self.seconds: Optional[float] = None
         self._configs: Dict[float, object] = {}
-        self._thread = threading.Thread(target=self._run, name="vdit-search", daemon=True)
-        self._t0 = time.perf_counter()
-        self._thread.start()
-
-    def _run(self) -> None:
+        t0 = time.perf_counter()
         try:
             source = moddit.open_trajectory(self.trajectory)
-            backend = moddit.cpu_backend(self.threads)
             self.table = _C.measure_vdit([source], backend, self.options)
         except Exception as e:  # reported in the results, the other policies go on
             self.error = f"{type(e).__name__}: {e}"
         finally:
-            self.seconds = time.perf_counter() - self._t0
+            self.seconds = time.perf_counter() - t0
             if self.delete and os.path.exists(self.trajectory):
                 os.remove(self.trajectory)
 
-    @property
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def elapsed(self) -> float:
-        return self.seconds if self.seconds is not None else time.perf_counter() - self._t0
-
-    def wait(self, timeout: float) -> bool:
-        self._thread.join(max(0.0, timeout))
-        return self.done
-
     def config(self, density: float):
-        if not self.done:
-            raise _C.Error("Sparse-vDiT search still running")
         if self.table is None:
             raise _C.Error(f"Sparse-vDiT search failed: {self.error}")
         if density not in self._configs:
@@ -83,8 +67,8 @@ class BackgroundSearch:
 
     def describe(self) -> Dict:
         o = self.options
-        return {"trajectory": os.path.basename(self.trajectory), "threads": self.threads,
-                "seconds": self.seconds, "error": self.error, "backend": "cpu",
+        return {"trajectory": os.path.basename(self.trajectory), "seconds": self.seconds,
+                "error": self.error, "backend": self.backend.name,
                 "steps": list(self.table.steps) if self.table is not None else None,
                 "candidates": {"modes": [str(m).split(".")[-1].lower() for m in o.modes],
                                "diagonal_windows": list(o.diagonal_windows),

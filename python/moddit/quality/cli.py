@@ -111,11 +111,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = evaluate(settings)
     if not args.no_summary:
         print("\n".join(summary_lines(results)))
-    import threading
-
-    if any(t.name == "vdit-search" and t.is_alive() for t in threading.enumerate()):
-        # A search still running in native code: leave without waiting for it.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
     return 0

@@ -9,6 +9,7 @@ skipped and listed with the reason.
 from __future__ import annotations
 
 import datetime
+import faulthandler
 import json
 import math
 import os
@@ -33,9 +34,12 @@ from . import attention as att
 from . import metrics
 from . import plan as planmod
 from .baselines import CallInputs, OraclePolicy, StaticPolicy, SvgPolicy
-from .calibration import BackgroundSearch, record_calibration
+from .calibration import CalibrationSearch, record_calibration
 from .hooks import Hook, Shadow, moddit_policy_masks, python_policy_masks, vdit_policy_masks
 from .stats import DenseStats
+
+
+STALL_SECONDS = 60.0   # one denoising step of a full batch takes well under a second on the GPU
 
 
 @dataclass
@@ -68,7 +72,6 @@ class Settings:
     frame_pairs: Sequence[int] = (0, 5, 7)
     budget_seconds: float = 330.0
     reserve_seconds: float = 12.0
-    search_threads: int = 0                 # 0: all cores but four (one on small hosts)
     extras: bool = True
     smoke: bool = False
     command: str = ""
@@ -87,7 +90,7 @@ def smoke_settings(model: str, out_dir: str, **kw) -> Settings:
                 sweep_density=0.5, sweep_warmups=(2,), sweep_intervals=(), sweep_etas=(),
                 sweep_tau_es=(), second_density=0.75, second_warmups=(), calib_pairs=1,
                 calib_steps=(3, 4), shadow_items=1, stats_items=1, frame_pairs=(0, 1),
-                sweep_pairs=1, budget_seconds=1e9, reserve_seconds=0.0, search_threads=1,
+                sweep_pairs=1, budget_seconds=1e9, reserve_seconds=0.0,
                 extras=False,
                 cpu_threads=1, smoke=True)
     base.update(kw)
@@ -146,7 +149,7 @@ class Evaluation:
         self.results: Dict = {"runs": {}, "skipped": [], "errors": {}}
         self.costs: Dict[str, List[float]] = {}
         self.kept_frames: Dict[str, torch.Tensor] = {}
-        self.search: Optional[BackgroundSearch] = None
+        self.search: Optional[CalibrationSearch] = None
 
     # --- time ------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -230,10 +233,27 @@ class Evaluation:
         _write_json(self.results_path, self.results)
 
     def _generate(self, prompts, seeds):
-        with torch.no_grad():
-            out = self.pipe(list(prompts), list(seeds), **self.run_kwargs)
-        if out.frames.is_cuda:
-            torch.cuda.synchronize()
+        """One pipeline call, with a progress line every 10 steps; if a step takes
+        longer than STALL_SECONDS, every thread's Python stack goes to the log
+        (faulthandler), so a stall names where it is."""
+        steps = self.s.steps
+        t = time.perf_counter()
+
+        def progress(pipe, i, ts, kw):
+            faulthandler.dump_traceback_later(STALL_SECONDS, repeat=True, file=self.log.file)
+            if (i + 1) % 10 == 0 and i + 1 < steps:
+                self.log(f"  step {i + 1}/{steps} ({time.perf_counter() - t:.1f} s)")
+            return {}
+
+        faulthandler.dump_traceback_later(STALL_SECONDS, repeat=True, file=self.log.file)
+        try:
+            with torch.no_grad():
+                out = self.pipe(list(prompts), list(seeds), callback_on_step_end=progress,
+                                **self.run_kwargs)
+            if out.frames.is_cuda:
+                torch.cuda.synchronize()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
         return out.frames
 
     # --- calibration and the dense reference -----------------------------------------
@@ -250,13 +270,14 @@ class Evaluation:
                 # 0 and 16 tokens of spatial index give the same blocks as 64 at this
                 # grid's frame width; the duplicate would only cost search time.
                 options.multi_diagonal_windows = [0, 16]
-            # Leave cores to the process driving the GPU (launches, layouts, metrics).
-            cpus = os.cpu_count() or 2
-            threads = s.search_threads or max(1, cpus - (4 if cpus >= 8 else 1))
-            self.search = BackgroundSearch(path, s.block, threads, options)
+            recorded = time.perf_counter() - t
+            size_mib = os.path.getsize(path) / 2**20
+            self.search = CalibrationSearch(path, s.block, moddit.get_backend(s.device), options)
+            if self.search.error:
+                raise _C.Error(self.search.error)
             self.log(f"calibration: {len(self.calib)} pairs recorded at steps {steps} in "
-                     f"{time.perf_counter() - t:.1f} s ({os.path.getsize(path) / 2**20:.0f} MiB);"
-                     f" Sparse-vDiT search started on {threads} CPU threads")
+                     f"{recorded:.1f} s ({size_mib:.0f} MiB); Sparse-vDiT search on "
+                     f"{self.search.backend.name} in {self.search.seconds:.1f} s")
         except Exception as e:
             self.results["errors"]["calibration"] = f"{type(e).__name__}: {e}"
             self.log(f"calibration FAILED: {e}")
@@ -482,39 +503,17 @@ class Evaluation:
         self.save()
 
     def _next(self, pending: List[planmod.RunConfig]):
-        """The first pending run in priority order. A Sparse-vDiT run waits for
-        its search: main-table runs may overtake it meanwhile, sweeps may not
-        (the search is then waited for, within the budget)."""
+        """The first pending run in priority order; Sparse-vDiT runs without a
+        search table are skipped with the reason."""
         while pending:
-            search = self.search
-            usable = search is not None and (not search.done or search.table is not None)
-            blocked = []
-            for cfg in pending:
-                if cfg.policy == "sparse_vdit":
-                    if not usable:
-                        why = (self.results["errors"].get("calibration")
-                               or (search.error if search else None) or "no calibration")
-                        pending.remove(cfg)
-                        self._skip(cfg, f"Sparse-vDiT search unavailable: {why}")
-                        break
-                    if search.done:
-                        return cfg
-                    blocked.append(cfg)
-                    continue
-                if not any(b.tier < cfg.tier for b in blocked) or cfg.tier < planmod.SWEEP:
-                    return cfg
-                break
-            else:
-                if not blocked:
-                    return None
-            if not blocked:
-                continue  # a run was skipped: look again
-            self.log(f"waiting for the Sparse-vDiT search ({search.elapsed():.0f} s so far)")
-            if not search.wait(max(0.0, self.left() - self.estimate(blocked[0]))):
-                for cfg in blocked:
-                    pending.remove(cfg)
-                    self._skip(cfg, f"Sparse-vDiT search not done within the budget "
-                                    f"({search.elapsed():.0f} s)")
+            cfg = pending[0]
+            if cfg.policy == "sparse_vdit" and (self.search is None or self.search.table is None):
+                why = (self.results["errors"].get("calibration")
+                       or (self.search.error if self.search else None) or "no calibration")
+                pending.remove(cfg)
+                self._skip(cfg, f"Sparse-vDiT search unavailable: {why}")
+                continue
+            return cfg
         return None
 
     # --- pictures and the end -----------------------------------------------------------
@@ -552,8 +551,6 @@ class Evaluation:
         self.save()
 
     def finish(self) -> None:
-        if self.search is not None and not self.search.done:
-            self.results["sparse_vdit_search_note"] = "still running when the evaluation ended"
         try:
             self.write_frames()
         except Exception as e:
