@@ -352,9 +352,9 @@ def test_python_policy_errors_propagate():
 def test_layout_from_video_masks_equals_the_block_mask_path():
     """The one layout builder, bound: the same layout as placing each (b, h) video
     mask into a BlockMask and converting, on a grid with text and a partial block."""
-    tokens = moddit.TokenLayout(frames=3, height=6, width=7, text_tokens=20, text_valid=13,
+    tokens = moddit.TokenLayout(frames=5, height=9, width=10, text_tokens=77, text_valid=50,
                                 text_position="after")
-    grid = moddit.make_block_grid(tokens, 32)
+    grid = moddit.make_block_grid(tokens, 64)
     n = grid.num_video_blocks
     rng = np.random.default_rng(3)
     masks = (rng.random((2, 3, n, n)) < 0.3).astype(np.uint8)
