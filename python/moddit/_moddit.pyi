@@ -5,7 +5,7 @@ moddit: block-sparse attention for video diffusion transformers (C++ core)
 
 from collections.abc import Sequence
 import enum
-from typing import Annotated, overload
+from typing import Annotated, Optional, overload
 
 import numpy
 from numpy.typing import NDArray
@@ -271,10 +271,13 @@ class Backend:
 def cpu_backend(threads: int = 0) -> Backend:
     """The fp32 CPU reference backend (threads=0: all hardware threads)."""
 
-def cuda_backend(device_index: int = 0, *, portable_kernel: bool = False,
-                 group_rows_by_head: bool = True, map_count_by_compare: bool = False) -> Backend:
+def cuda_backend(device_index: int = 0, *, portable_kernel: Optional[bool] = None,
+                 group_rows_by_head: Optional[bool] = None,
+                 map_count_by_compare: Optional[bool] = None) -> Backend:
     """A new CUDA backend; raises moddit.Error without CUDA. The switches are
-    CudaOptions' (docs/CONFIG.md); get_backend('cuda') uses the defaults."""
+    CudaOptions' (docs/CONFIG.md); one left unset takes its environment variable
+    (MODDIT_CUDA_KERNEL, MODDIT_CUDA_ORDER, MODDIT_CUDA_MAP_COUNT) or the default.
+    get_backend('cuda') leaves all of them unset."""
 
 def cuda_available() -> bool: ...
 

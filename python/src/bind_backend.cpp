@@ -85,18 +85,21 @@ void bind_backend(nb::module_& m) {
         "The fp32 CPU reference backend (threads=0: all hardware threads).");
   m.def(
       "cuda_backend",
-      [](int device_index, bool portable_kernel, bool group_rows_by_head, bool map_count_by_compare) {
-        CudaOptions o;
-        o.portable_kernel = portable_kernel;
-        o.group_rows_by_head = group_rows_by_head;
-        o.map_count_by_compare = map_count_by_compare;
+      [](int device_index, std::optional<bool> portable_kernel, std::optional<bool> group_rows_by_head,
+         std::optional<bool> map_count_by_compare) {
+        // Unset switches come from the environment, as in the C++ library and CLI.
+        CudaOptions o = cuda_options_from_environment();
+        if (portable_kernel) o.portable_kernel = *portable_kernel;
+        if (group_rows_by_head) o.group_rows_by_head = *group_rows_by_head;
+        if (map_count_by_compare) o.map_count_by_compare = *map_count_by_compare;
         return make_cuda_backend(device_index, o);
       },
-      nb::arg("device_index") = 0, nb::kw_only(), nb::arg("portable_kernel") = CudaOptions{}.portable_kernel,
-      nb::arg("group_rows_by_head") = CudaOptions{}.group_rows_by_head,
-      nb::arg("map_count_by_compare") = CudaOptions{}.map_count_by_compare,
+      nb::arg("device_index") = 0, nb::kw_only(), nb::arg("portable_kernel") = nb::none(),
+      nb::arg("group_rows_by_head") = nb::none(), nb::arg("map_count_by_compare") = nb::none(),
       "A new CUDA backend; raises moddit.Error without CUDA. The switches are "
-      "CudaOptions' (docs/CONFIG.md); get_backend('cuda') uses the defaults.");
+      "CudaOptions' (docs/CONFIG.md); one left unset takes its environment variable "
+      "(MODDIT_CUDA_KERNEL, MODDIT_CUDA_ORDER, MODDIT_CUDA_MAP_COUNT) or the default. "
+      "get_backend('cuda') leaves all of them unset.");
   m.def("cuda_available", &cuda_available);
   m.def(
       "check_cpu_threads", [](int64_t threads) { check_thread_count(threads, "set_cpu_threads"); },

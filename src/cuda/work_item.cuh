@@ -44,8 +44,11 @@ __device__ __forceinline__ bool decode_work_item(const AttentionParams& p, int r
   w.lo = p.k_block_begin;
   w.hi = p.k_block_end;
   if (p.layout_row_ptr) {
+    // A layout row lists only key blocks that meet the call's key range (a chunk
+    // call's included): visit all of them, from the first.
     const int beg = p.layout_row_ptr[row];
     w.live = p.layout_col_idx + beg;
+    w.lo = 0;
     w.hi = p.layout_row_ptr[row + 1] - beg;
   }
   if (MAP) {

@@ -15,6 +15,7 @@
 #include <numeric>
 
 #include "moddit/error.hpp"
+#include "core/parallel.hpp"
 #include "moddit/sparse_vdit.hpp"
 #include "vdit/candidate_runner.hpp"
 
@@ -102,12 +103,25 @@ void add_stripe_mass(const LayerData& d, const TokenLayout& tokens, const BlockG
   for (int v = 0; v < grid.num_video_blocks; ++v)
     for (int64_t t = grid.video_block_begin(v); t < grid.video_block_end(v); ++t)
       video_block[size_t(v0 + t)] = v;
-  std::vector<float> score(static_cast<size_t>(N));
   const float *Q = d.q.f32(), *K = d.k.f32();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t i = v0 + stride / 2; i < v0 + V; i += stride) {
-        const float* qi = Q + ((b * N + i) * H + h) * D;
+  // Work units: (item, head, piece of the sampled rows), a fixed number of pieces
+  // so that the sums (each unit its own, added in unit order) do not depend on
+  // the thread count.
+  std::vector<int64_t> rows;
+  for (int64_t i = v0 + stride / 2; i < v0 + V; i += stride) rows.push_back(i);
+  const int64_t pieces = std::min<int64_t>(16, std::max<int64_t>(1, int64_t(rows.size())));
+  const int64_t units = B * H * pieces;
+  const size_t n = size_t(grid.num_video_blocks);
+  std::vector<std::vector<double>> part(size_t(units), std::vector<double>(n, 0.0));
+  core::parallel_for(int(units), 1, [&](int u0, int u1) {
+    std::vector<float> score(static_cast<size_t>(N));
+    for (int u = u0; u < u1; ++u) {
+      const int64_t piece = u % pieces, h = (u / pieces) % H, b = u / pieces / H;
+      const size_t r0 = size_t(int64_t(rows.size()) * piece / pieces);
+      const size_t r1 = size_t(int64_t(rows.size()) * (piece + 1) / pieces);
+      std::vector<double>& acc = part[size_t(u)];
+      for (size_t r = r0; r < r1; ++r) {
+        const float* qi = Q + ((b * N + rows[r]) * H + h) * D;
         float mx = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j < N; ++j) {
           if (j >= pb && j < pe) continue;
@@ -122,8 +136,14 @@ void add_stripe_mass(const LayerData& d, const TokenLayout& tokens, const BlockG
           if (!(j >= pb && j < pe)) z += std::exp(double(score[size_t(j)] - mx));
         for (int64_t j = 0; j < N; ++j)
           if (video_block[size_t(j)] >= 0)
-            mass[size_t(h)][size_t(video_block[size_t(j)])] += std::exp(double(score[size_t(j)] - mx)) / z;
+            acc[size_t(video_block[size_t(j)])] += std::exp(double(score[size_t(j)] - mx)) / z;
       }
+    }
+  });
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t h = (u / pieces) % H;
+    for (size_t v = 0; v < n; ++v) mass[size_t(h)][v] += part[size_t(u)][v];
+  }
 }
 
 std::vector<int32_t> top_blocks(const std::vector<double>& mass, int count) {

@@ -203,6 +203,7 @@ class Evaluation:
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
             or platform.machine(),
             "host_cpus": os.cpu_count(), "command": s.command, "git_commit": _git_commit(),
+            "cuda_kernel": os.environ.get("MODDIT_CUDA_KERNEL") or "auto",
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "diffusers": __import__("diffusers").__version__,
                          "moddit": moddit.__version__, "cuda": torch.version.cuda},
