@@ -388,6 +388,15 @@ class Plan:
     @map_eta.setter
     def map_eta(self, arg: float, /) -> None: ...
 
+    @property
+    def map_statistic(self) -> str:
+        """
+        What the recorded map holds: "eq2" (counts of P < map_eta) or "mass" (the block's mass in the same units); default "eq2".
+        """
+
+    @map_statistic.setter
+    def map_statistic(self, value: str) -> None: ...
+
 def dense_plan(num_heads: int, record_map: bool = False) -> Plan: ...
 
 class Policy:
@@ -491,6 +500,13 @@ class ModditConfig:
 
     @precision.setter
     def precision(self, arg: str, /) -> None: ...
+
+    @property
+    def map_statistic(self) -> str:
+        """"eq2" (the paper's Eq. 2) or "mass" (each block's share of its rows' mass)."""
+
+    @map_statistic.setter
+    def map_statistic(self, arg: str, /) -> None: ...
 
     @property
     def warmup_precision(self) -> str:
