@@ -122,6 +122,21 @@ def test_sparsity_map_counts_match_reference():
     assert mismatch == 0
 
 
+def test_map_statistic_in_config_and_plan():
+    c = moddit.moddit_config(map_statistic="mass")
+    assert c.map_statistic == "mass"
+    assert json.loads(c.to_json())["map_statistic"] == "mass"
+    assert moddit.ModditConfig().map_statistic == "eq2"  # the paper's Eq. 2 by default
+    with pytest.raises(moddit.Error, match="map_statistic"):
+        moddit.moddit_config(map_statistic="max")
+    plan = moddit.Plan()
+    assert plan.map_statistic == "eq2"
+    plan.map_statistic = "mass"
+    assert plan.map_statistic == "mass"
+    with pytest.raises(moddit.Error, match="map_statistic"):
+        plan.map_statistic = "max"
+
+
 def test_float16_and_torch_bfloat16_inputs():
     rng = np.random.default_rng()
     tokens = moddit.TokenLayout(frames=2, height=8, width=8)
