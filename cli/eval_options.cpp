@@ -48,6 +48,9 @@ void add_eval_options(CLI::App& cmd, EvalOptions& o) {
   cmd.add_option("--interval", o.interval, "MOD-DiT refresh interval");
   cmd.add_option("--block-size", o.block_size, "block size, 64 or 128");
   cmd.add_option("--refresh", o.refresh, "MOD-DiT refresh mode: masked or dense");
+  cmd.add_option("--map-statistic", o.map_statistic,
+                 "MOD-DiT map statistic: eq2 (the paper's Eq. 2) or mass (each block's share of "
+                 "its rows' mass; sees attention sinks)");
   cmd.add_option("--out", o.out, "report directory (report.json and PNG pictures)")
       ->capture_default_str();
   cmd.add_option("--threads", o.threads, "CPU threads (0 = all hardware threads)")
@@ -91,6 +94,7 @@ EvalSettings make_eval_settings(const EvalOptions& o) {
   if (o.interval) c.interval = *o.interval;
   if (o.block_size) c.block_size = *o.block_size;
   if (!o.refresh.empty()) c.refresh = o.refresh;
+  if (!o.map_statistic.empty()) c.map_statistic = o.map_statistic;
   c.target_density = o.density;
   std::string policies = o.policies;
   const std::vector<std::string> lambdas = split_list(o.ridge_lambda);

@@ -25,6 +25,7 @@ struct EvalOptions {
   std::optional<double> eta;
   std::optional<int> top_k, warmup_steps, interval, block_size;
   std::string refresh;
+  std::string map_statistic;  // empty: the config's
   int threads = 0;
   std::optional<int> first_step;
   int max_layers = 0;

@@ -19,6 +19,18 @@ enum class Precision : int32_t { Exact = 0, FP8 = 1 };
 const char* to_string(Precision);
 Precision precision_from_string(const std::string&);  // "exact" | "fp8"; throws otherwise
 
+// What the map pass writes per (query block i, key block j) into the int32 map,
+// always in the units of Eq. 2's count (S = value / (len_i len_j), higher =
+// sparser), so that the fusion, the fit, the prediction and the masks are one
+// code path for both. Eq2 (the paper's): the number of pairs with P < eta.
+// Mass: len_i len_j - len_j * (the block's probability mass summed over its
+// rows), rounded (map_mass_value), i.e. S = 1 - the block's mean share of its
+// rows' mass. It sees a block whose mass sits on one sink token, which Eq. 2's
+// count of near-zero probabilities cannot tell from an empty block.
+enum class MapStatistic : int32_t { Eq2 = 0, Mass = 1 };
+const char* to_string(MapStatistic);
+MapStatistic map_statistic_from_string(const std::string&);  // "eq2" | "mass"; throws otherwise
+
 struct AttentionParams {
   // Q, K, V, O: logical [B, N, H, D], element strides per axis (D stride is 1).
   const void* q = nullptr;
@@ -78,7 +90,8 @@ struct AttentionParams {
   // count of real (query, key) pairs with P < eta, P normalised over the computed
   // keys of the row. Blocks not computed are not written (callers fill -1).
   int32_t* map_counts = nullptr;
-  float log_eta = 0.f;  // ln(eta), eta > 0
+  float log_eta = 0.f;  // ln(eta), eta > 0 (Eq2 only)
+  MapStatistic map_statistic = MapStatistic::Eq2;  // what map_counts holds
 };
 
 }  // namespace moddit

@@ -50,6 +50,7 @@ struct AttentionCall {
   float* lse = nullptr;                         // optional [B, H, N] ([B, H, q.seq_len] on a chunk)
   int32_t* map_counts = nullptr;                // optional [B, H, n, n]
   float eta = 1e-4f;                            // used with map_counts; must be > 0
+  MapStatistic map_statistic = MapStatistic::Eq2;  // what map_counts gets (attention_params.hpp)
   // A chunk of the sequence (ring attention): q and out hold the query tokens
   // [q_begin, q_begin + q.seq_len) of the sequence `tokens` describes, k and v
   // the key tokens [k_begin, k_begin + k.seq_len) when `chunk` is set. Any token offsets and

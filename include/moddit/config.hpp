@@ -10,6 +10,10 @@ namespace moddit {
 struct ModditConfig {
   int block_size = 128;          // 64 or 128
   double eta = 1e-4;             // sparsity threshold of Eq. 2, > 0
+  // What the map pass measures per block (attention_params.hpp MapStatistic):
+  // "eq2" (the paper's count of P < eta) or "mass" (the block's share of its
+  // rows' mass, in Eq. 2's units; sees attention sinks). docs/CONFIG.md.
+  std::string map_statistic = "eq2";
   double ridge_lambda = 1e-3;    // ridge of the fit (MtM + lambda I), >= 0 (chosen by eval: docs/CONFIG.md)
   int warmup_steps = 12;         // m: steps < m are dense; m-2 and m-1 record the map
   int interval = 10;             // delta t between refresh steps

@@ -25,6 +25,19 @@ MODDIT_HD bool below_eta(float scaled_score, float row_lse, float log_eta) {
   return scaled_score < row_lse + log_eta;
 }
 
+// The map value of MapStatistic::Mass (attention_params.hpp) for a block of
+// `rows` query rows and `keys` real keys whose probabilities sum to `mass` over
+// the block: rows * keys - keys * mass rounded to the nearest integer and clamped
+// to [0, rows * keys] (fp32 sums may exceed a row's 1 by rounding; a NaN mass
+// gives 0, never an undefined conversion). The CPU reference and the CUDA map
+// kernel round with this one function.
+MODDIT_HD int32_t map_mass_value(double mass, int64_t rows, int64_t keys) {
+  const double pairs = double(rows) * double(keys);
+  double v = pairs - double(keys) * mass;
+  v = v > 0.0 ? (v < pairs ? v : pairs) : 0.0;
+  return static_cast<int32_t>(v + 0.5);
+}
+
 // Floats in an order-preserving uint32 image (-inf < ... < -0 < +0 < ... < +inf;
 // NaNs outside that range), so that "the next float" is +1.
 MODDIT_HD uint32_t float_order_key(float f) {

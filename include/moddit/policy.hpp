@@ -49,6 +49,9 @@ struct Plan {
   // Eq. 2), chosen by the policy that asks for the map: ModditPolicy sets its
   // ModditConfig::eta. The default is MOD-DiT's default eta.
   float map_eta = 1e-4f;
+  // What the map holds (attention_params.hpp: Eq. 2 counts, or the block's mass
+  // in the same units); ModditPolicy sets its ModditConfig::map_statistic.
+  MapStatistic map_statistic = MapStatistic::Eq2;
   // observe() gets the counts where the backend wrote them (device memory, in
   // stream order, no host copy and no wait) instead of a host copy.
   bool map_on_device = false;

@@ -63,7 +63,7 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
               return_lse: bool = False, return_map: bool = False, eta: float = 1e-4,
               qkv_layout: str = "NHD", backend: Any = None, stream: Optional[int] = None,
               q_begin: Optional[int] = None, k_begin: Optional[int] = None,
-              precision: str = "exact"):
+              precision: str = "exact", map_statistic: str = "eq2"):
     """Attention over q, k, v of shape [B, N, H, D] (qkv_layout='NHD', diffusers
     and flash layout) or [B, H, N, D] ('HND'), any strides with a unit D stride,
     in any DLPack framework (PyTorch, NumPy, CuPy, JAX), on CPU or CUDA, without
@@ -73,6 +73,9 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
     BlockLayout (None = dense) over (B, len(heads) or H, blocks, blocks).
     Returns out, or (out, lse[B,H,N] float32, map_counts[B,H,n,n] int32 with -1
     where a block was not computed) as requested by return_lse / return_map.
+    map_statistic: what the map holds, "eq2" (pairs with P < eta, paper Eq. 2)
+    or "mass" (len_i len_j - len_j * the block's summed P: Eq. 2's units,
+    docs/CONFIG.md).
 
     q_begin / k_begin (ring attention): q holds the query tokens [q_begin,
     q_begin + len(q)) of the sequence `tokens` describes, k and v the key tokens
@@ -108,7 +111,7 @@ def attention(q: Any, k: Any, v: Any, tokens: Optional[_C.TokenLayout] = None, *
     _C.attention(backend, q, k, v, out, tokens, block_size, float(scale or 0.0), layout,
                  None if heads is None else [int(h) for h in heads], lse, counts, float(eta),
                  qkv_layout, int(stream), None if q_begin is None else int(q_begin),
-                 None if k_begin is None else int(k_begin), str(precision))
+                 None if k_begin is None else int(k_begin), str(precision), str(map_statistic))
     if not (return_lse or return_map):
         return out
     result = [out]

@@ -284,7 +284,7 @@ def cuda_available() -> bool: ...
 def check_cpu_threads(threads: int) -> None:
     """Raises moddit.Error unless `threads` is a usable CPU thread count."""
 
-def attention(backend: Backend, q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: NDArray, tokens: TokenLayout, block_size: int = 128, softmax_scale: float = 0.0, layout: BlockLayout | None = None, heads: Sequence[int] | None = None, lse: NDArray | None = None, map_counts: NDArray | None = None, eta: float = 9.999999747378752e-05, qkv_layout: str = 'NHD', stream: int = 0, q_begin: int | None = None, k_begin: int | None = None, precision: str = 'exact') -> None:
+def attention(backend: Backend, q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: NDArray, tokens: TokenLayout, block_size: int = 128, softmax_scale: float = 0.0, layout: BlockLayout | None = None, heads: Sequence[int] | None = None, lse: NDArray | None = None, map_counts: NDArray | None = None, eta: float = 9.999999747378752e-05, qkv_layout: str = 'NHD', stream: int = 0, q_begin: int | None = None, k_begin: int | None = None, precision: str = 'exact', map_statistic: str = 'eq2') -> None:
     """
     Low-level: one attention call into preallocated outputs (see moddit.attention).
     """
@@ -394,6 +394,15 @@ class Plan:
     @map_eta.setter
     def map_eta(self, arg: float, /) -> None: ...
 
+    @property
+    def map_statistic(self) -> str:
+        """
+        What the recorded map holds: "eq2" (counts of P < map_eta) or "mass" (the block's mass in the same units); default "eq2".
+        """
+
+    @map_statistic.setter
+    def map_statistic(self, value: str) -> None: ...
+
 def dense_plan(num_heads: int, record_map: bool = False) -> Plan: ...
 
 class Policy:
@@ -497,6 +506,13 @@ class ModditConfig:
 
     @precision.setter
     def precision(self, arg: str, /) -> None: ...
+
+    @property
+    def map_statistic(self) -> str:
+        """"eq2" (the paper's Eq. 2) or "mass" (each block's share of its rows' mass)."""
+
+    @map_statistic.setter
+    def map_statistic(self, arg: str, /) -> None: ...
 
     @property
     def warmup_precision(self) -> str:

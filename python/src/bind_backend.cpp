@@ -24,7 +24,7 @@ void attention(Backend& backend, const AnyTensor& q, const AnyTensor& k, const A
                const std::optional<AnyMutTensor>& lse, const std::optional<AnyMutTensor>& map_counts,
                float eta, const std::string& qkv_layout, uintptr_t stream,
                std::optional<int64_t> q_begin, std::optional<int64_t> k_begin,
-               const std::string& precision) {
+               const std::string& precision, const std::string& map_statistic) {
   const Layout lay = layout_from_string(qkv_layout);
   AttentionCall call;
   call.q = tensor_view(q, lay, "q");
@@ -43,6 +43,7 @@ void attention(Backend& backend, const AnyTensor& q, const AnyTensor& k, const A
   call.q_begin = q_begin.value_or(0);
   call.k_begin = k_begin.value_or(0);
   call.precision = precision_from_string(precision);
+  call.map_statistic = map_statistic_from_string(map_statistic);
   const DeviceRef dev{call.q.device, call.q.device_index};
   const int64_t B = call.q.batch(), H = call.q.heads(), N = call.q.seq_len();
   if (lse) call.lse = lse_buffer(*lse, {B, H, N}, dev);
@@ -112,7 +113,7 @@ void bind_backend(nb::module_& m) {
         nb::arg("map_counts").none() = nb::none(), nb::arg("eta") = 1e-4f,
         nb::arg("qkv_layout") = "NHD", nb::arg("stream") = 0,
         nb::arg("q_begin").none() = nb::none(), nb::arg("k_begin").none() = nb::none(),
-        nb::arg("precision") = "exact",
+        nb::arg("precision") = "exact", nb::arg("map_statistic") = "eq2",
         "Low-level: one attention call into preallocated outputs (see moddit.attention).");
 }
 

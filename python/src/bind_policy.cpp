@@ -112,7 +112,13 @@ void bind_policy(nb::module_& m) {
           },
           nb::arg("value").none(), "\"exact\", \"fp8\" or None (the Session's precision).")
       .def_rw("map_eta", &Plan::map_eta,
-              "The map's threshold (P < map_eta) when record_map is set; default 1e-4.");
+              "The map's threshold (P < map_eta) when record_map is set; default 1e-4.")
+      .def_prop_rw(
+          "map_statistic", [](const Plan& p) { return std::string(to_string(p.map_statistic)); },
+          [](Plan& p, const std::string& s) { p.map_statistic = map_statistic_from_string(s); },
+          nb::arg("value"),
+          "What the recorded map holds: \"eq2\" (counts of P < map_eta) or \"mass\" (the "
+          "block's mass in the same units); default \"eq2\".");
   m.def("dense_plan", &dense_plan, nb::arg("num_heads"), nb::arg("record_map") = false);
 
   nb::class_<Policy>(m, "Policy", "A policy: decides per call what the backend computes.")
@@ -140,6 +146,8 @@ void bind_policy(nb::module_& m) {
       .def_rw("target_density", &ModditConfig::target_density)
       .def_rw("tau_e", &ModditConfig::tau_e)
       .def_rw("refresh", &ModditConfig::refresh)
+      .def_rw("map_statistic", &ModditConfig::map_statistic,
+              "\"eq2\" (the paper's Eq. 2) or \"mass\" (each block's share of its rows' mass).")
       .def_rw("dense_layers", &ModditConfig::dense_layers)
       .def_rw("device_step", &ModditConfig::device_step,
               "Run the MOD-DiT step on the session's GPU (default True).")

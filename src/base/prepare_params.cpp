@@ -14,6 +14,14 @@ Precision precision_from_string(const std::string& s) {
   throw Error("unknown precision '" + s + "' (expected \"exact\" or \"fp8\")");
 }
 
+const char* to_string(MapStatistic m) { return m == MapStatistic::Mass ? "mass" : "eq2"; }
+
+MapStatistic map_statistic_from_string(const std::string& s) {
+  if (s == "eq2") return MapStatistic::Eq2;
+  if (s == "mass") return MapStatistic::Mass;
+  throw Error("unknown map_statistic '" + s + "' (expected \"eq2\" or \"mass\")");
+}
+
 namespace {
 void copy_strides(const TensorView& t, int64_t* s) {
   s[0] = t.stride[kB];
@@ -211,6 +219,9 @@ AttentionParams prepare_params(const AttentionCall& c, const BlockGrid& grid) {
   p.lse = c.lse;
   p.map_counts = c.map_counts;
   p.log_eta = c.map_counts ? std::log(c.eta) : 0.f;
+  MODDIT_CHECK(c.map_statistic == MapStatistic::Eq2 || c.map_statistic == MapStatistic::Mass,
+               "attention: unknown map_statistic value ", int(c.map_statistic));
+  p.map_statistic = c.map_statistic;
   return p;
 }
 

@@ -23,6 +23,8 @@ void ModditConfig::validate() const {
   MODDIT_CHECK(std::isfinite(target_density) && target_density > 0.0 && target_density <= 1.0,
                "config: target_density must be in (0, 1], got ", target_density);
   MODDIT_CHECK(std::isfinite(tau_e), "config: tau_e must be finite, got ", tau_e);
+  MODDIT_CHECK(map_statistic == "eq2" || map_statistic == "mass",
+               "config: map_statistic must be \"eq2\" or \"mass\", got \"", map_statistic, "\"");
   MODDIT_CHECK(refresh == "masked" || refresh == "dense",
                "config: refresh must be \"masked\" or \"dense\", got \"", refresh, "\"");
   for (int l : dense_layers)
@@ -65,6 +67,7 @@ ModditConfig moddit_config_from_json(const std::string& text) {
     else if (k == "target_density") c.target_density = get_double(v, "target_density");
     else if (k == "tau_e") c.tau_e = get_double(v, "tau_e");
     else if (k == "refresh") c.refresh = json_string(v, "config: refresh");
+    else if (k == "map_statistic") c.map_statistic = json_string(v, "config: map_statistic");
     else if (k == "dense_layers") c.dense_layers = json_int_list(v, "config: dense_layers");
     else if (k == "precision" || k == "warmup_precision")
       (k == "precision" ? c.precision : c.warmup_precision) = json_string(v, "config: " + k);
@@ -83,6 +86,7 @@ std::string moddit_config_to_json(const ModditConfig& c) {
   json j;
   j["block_size"] = c.block_size;
   j["eta"] = c.eta;
+  j["map_statistic"] = c.map_statistic;
   j["ridge_lambda"] = c.ridge_lambda;
   j["warmup_steps"] = c.warmup_steps;
   j["interval"] = c.interval;

@@ -95,6 +95,7 @@ Plan ModditPolicy::plan(const CallInfo& call) {
   plan.map_on_device = plan.record_map && engine.map_on_device();
   plan.precision = precision_from_string(I.cfg.precision);
   plan.map_eta = static_cast<float>(I.cfg.eta);  // the one source of eta
+  plan.map_statistic = map_statistic_from_string(I.cfg.map_statistic);
   return plan;
 }
 

@@ -194,6 +194,7 @@ void Session::attention(int layer, const TensorView& q, const TensorView& k, con
     call.device_layout = g.device_layout.get();
     call.map_counts = static_cast<int32_t*>(map_dev.get());
     call.eta = plan.map_eta;
+    call.map_statistic = plan.map_statistic;
     call.precision = plan.precision.value_or(options_.precision);
     backend_->attention(call);
   }

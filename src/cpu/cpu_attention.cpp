@@ -371,23 +371,31 @@ void attend_query_block(const CallContext& c, int64_t t, int qb, Scratch& s) {
   const int fv = p.first_video_block, nv = p.num_video_blocks;
   if (!want_counts || qb < fv || qb >= fv + nv) return;
   int32_t* counts = p.map_counts + ((b * p.num_heads + h) * nv + (qb - fv)) * int64_t(nv);
+  const bool mass_map = p.map_statistic == MapStatistic::Mass;
   // Pieces of one block are adjacent in the list; a video block has one piece
   // (padding is text), but the sum does not rely on it.
   for (size_t i = 0; i < s.pieces.size();) {
     const int kb = s.pieces[i].kb;
-    int64_t count = 0;
+    int64_t count = 0, keys = 0;
+    double mass = 0.0;  // Mass: the block's probabilities P = exp(s - lse), summed
     for (; i < s.pieces.size() && s.pieces[i].kb == kb; ++i) {
       const Piece& pc = s.pieces[i];
       if (kb < fv || kb >= fv + nv) continue;
+      keys += pc.len;
       for (int r = 0; r < m; ++r) {
         const float* row = scores + r * ld + pc.col;
         const float lse = s.row_lse[r];
+        if (mass_map) {
+          for (int64_t j = 0; j < pc.len; ++j) mass += std::exp(double(row[j]) - double(lse));
+          continue;
+        }
         int64_t below = 0;
         for (int64_t j = 0; j < pc.len; ++j) below += below_eta(row[j], lse, p.log_eta) ? 1 : 0;
         count += below;
       }
     }
-    if (kb >= fv && kb < fv + nv) counts[kb - fv] = static_cast<int32_t>(count);
+    if (kb >= fv && kb < fv + nv)
+      counts[kb - fv] = mass_map ? map_mass_value(mass, m, keys) : static_cast<int32_t>(count);
   }
 }
 

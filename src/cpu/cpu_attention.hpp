@@ -9,7 +9,8 @@
 // layout is null). out = softmax(scaled scores) . V in the tensor's dtype,
 // lse = natural-log sum-exp of the scaled scores; a row with no real live key
 // gets zeros and lse = -inf. map_counts, on live video x video blocks only,
-// counts the (row, key) pairs with below_eta(score, lse, log_eta).
+// counts the (row, key) pairs with below_eta(score, lse, log_eta) (MapStatistic
+// Mass: map_mass_value of the block's summed exp(score - lse)).
 // Precision FP8 emulates the GPU's FP8 kernels (fp8.hpp): Q, K, V quantized and
 // P rounded per key tile as they do, everything else in fp32; the map then
 // counts on the smoothed FP8 scores against the smoothed LSE, as they do.

@@ -14,7 +14,10 @@
 // MAP = true is the second pass for the exact sparsity map (paper Eq. 2): it
 // recomputes Q K^T on the live video x video tiles of video query blocks,
 // compares each scaled score with the row's final LSE (below_eta) and writes one
-// count per (query block, key block). It needs no V and no O.
+// count per (query block, key block). It needs no V and no O. With
+// MapStatistic::Mass it sums P = exp(scaled score - LSE) over the block instead
+// and writes map_mass_value of the sum (the Hopper map pass counts only, so the
+// launcher sends a mass map here on every GPU).
 #include <cuda.h>
 
 #include <cmath>
@@ -99,6 +102,7 @@ __global__ void __launch_bounds__(256, 2) attention_kernel(const KernelArgs a) {
   T* sV = sK + 2 * kTileKeys * D;        // 2 buffers (forward only)
   __shared__ int s_item;
   __shared__ int s_count[8];
+  __shared__ float s_mass[8];
 
   const AttentionParams& p = a.p;
   const int tid = threadIdx.x, nthreads = blockDim.x;
@@ -144,6 +148,8 @@ __global__ void __launch_bounds__(256, 2) attention_kernel(const KernelArgs a) {
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
     float lse_row[2] = {0.f, 0.f};
     int count = 0;
+    float mass = 0.f;  // MapStatistic::Mass: this thread's share of the block's summed P
+    const bool mass_map = MAP && p.map_statistic == MapStatistic::Mass;
     if constexpr (!MAP) {
 #pragma unroll
       for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
@@ -191,19 +197,38 @@ __global__ void __launch_bounds__(256, 2) attention_kernel(const KernelArgs a) {
             const int kl = j * 8 + 2 * tq + (e & 1);
             const bool real = !partial || (kl < klen && key_is_real(kstart + kl, p.key_pad_begin,
                                                                      p.key_pad_end));
-            count += (real && below_eta(s[j][e] * p.softmax_scale, lse_row[e >> 1], p.log_eta)) ? 1 : 0;
+            if (mass_map) {
+              // Rows past the block have lse = -inf: they add nothing (not exp(+inf)).
+              const float l = lse_row[e >> 1];
+              mass += (real && l > -INFINITY) ? expf(s[j][e] * p.softmax_scale - l) : 0.f;
+            } else {
+              count += (real && below_eta(s[j][e] * p.softmax_scale, lse_row[e >> 1], p.log_eta)) ? 1 : 0;
+            }
           }
-        if (nxt.i != cur.i) {  // end of this key block: one count per (query block, key block)
+        if (nxt.i != cur.i) {  // end of this key block: one value per (query block, key block)
 #pragma unroll
-          for (int off = 16; off > 0; off >>= 1) count += __shfl_xor_sync(0xffffffffu, count, off);
-          if (lane == 0) s_count[warp] = count;
+          for (int off = 16; off > 0; off >>= 1) {
+            count += __shfl_xor_sync(0xffffffffu, count, off);
+            mass += __shfl_xor_sync(0xffffffffu, mass, off);
+          }
+          if (lane == 0) {
+            s_count[warp] = count;
+            s_mass[warp] = mass;
+          }
           count = 0;
+          mass = 0.f;
           __syncthreads();
           if (tid == 0) {
             int total = 0;
-            for (int w = 0; w < (nthreads >> 5); ++w) total += s_count[w];
+            double total_mass = 0.0;
+            for (int w = 0; w < (nthreads >> 5); ++w) {
+              total += s_count[w];
+              total_mass += s_mass[w];
+            }
             const int64_t n = nvb;
-            p.map_counts[((int64_t(b) * p.num_heads + h) * n + (qb - fvb)) * n + (kb - fvb)] = total;
+            // A video key block holds no padding (padding is text): its keys are its span.
+            p.map_counts[((int64_t(b) * p.num_heads + h) * n + (qb - fvb)) * n + (kb - fvb)] =
+                mass_map ? map_mass_value(total_mass, qlen, kb_end - kb_begin) : total;
           }
         }
       } else {

@@ -97,7 +97,12 @@ void launch_forward(const AttentionParams& p, float* lse_out, const Schedule& s,
 void launch_map(const AttentionParams& p, const float* lse, const Schedule& s, int num_sms,
                 cudaStream_t stream) {
   KernelArgs args{p, s.order, s.num_items, s.counter, const_cast<float*>(lse), {}, {}, {}, s.map_compare, {}};
-  dispatch<true>(args, s, num_sms, stream);
+  // The Hopper map pass counts below eta only (its count-by-stage machinery has
+  // no float sum): a mass map runs the portable map kernel, on Hopper too.
+  // cuda_backend.cpp refuses mass with FP8 (whose map pass is Hopper-only).
+  Schedule ms = s;
+  if (p.map_statistic == MapStatistic::Mass) ms.wgmma = false;
+  dispatch<true>(args, ms, num_sms, stream);
 }
 
 }  // namespace moddit::cuda

@@ -288,6 +288,11 @@ class CudaBackend final : public Backend {
                  "attention: lse is not device memory of cuda:", device_);
     MODDIT_CHECK(call.map_counts == nullptr || is_device_pointer(call.map_counts, device_),
                  "attention: map_counts is not device memory of cuda:", device_);
+    MODDIT_CHECK(!(call.map_counts && p.map_statistic == MapStatistic::Mass &&
+                   p.precision == Precision::FP8),
+                 "attention: map_statistic \"mass\" is not available with precision fp8 on the "
+                 "CUDA backend (its FP8 map pass counts Eq. 2 only); use precision \"exact\" or "
+                 "map_statistic \"eq2\"");
     MODDIT_CHECK(int64_t(p.batch) * p.num_heads * p.seq_len < (int64_t(1) << 40),
                  "attention: tensors too large");
 

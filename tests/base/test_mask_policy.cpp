@@ -107,3 +107,22 @@ TEST(MaskPolicy, SatCountMatchesCompare) {
 
 }  // namespace
 }  // namespace moddit
+
+namespace moddit {
+namespace {
+
+// The mass map's value: rows * keys minus keys * mass, rounded, within [0, pairs].
+TEST(MaskPolicy, MapMassValueRoundsAndClamps) {
+  EXPECT_EQ(map_mass_value(0.0, 64, 64), 4096);            // no mass: all "sparse"
+  EXPECT_EQ(map_mass_value(64.0, 64, 64), 0);              // every row's whole mass
+  EXPECT_EQ(map_mass_value(64.0000001, 64, 64), 0);        // fp32 sums may exceed it
+  EXPECT_EQ(map_mass_value(-1e-7, 64, 64), 4096);
+  EXPECT_EQ(map_mass_value(16.0, 64, 64), 4096 - 1024);    // a quarter of the rows' mass
+  EXPECT_EQ(map_mass_value(1.0 / 64 * 0.49, 64, 64), 4096);  // rounds to the nearest
+  EXPECT_EQ(map_mass_value(1.0 / 64 * 0.51, 64, 64), 4095);
+  EXPECT_EQ(map_mass_value(3.0, 123, 6), 123 * 6 - 18);   // a partial block
+  EXPECT_EQ(map_mass_value(std::nan(""), 64, 64), 0);
+}
+
+}  // namespace
+}  // namespace moddit

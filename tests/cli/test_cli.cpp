@@ -42,6 +42,21 @@ TEST_F(CliTest, DemoWritesReportAndPictures) {
   EXPECT_NE(i.out.find("oracle"), std::string::npos) << i.out;
 }
 
+// Both map statistics side by side (a policy-list override), and the flag that
+// sets it for every MOD-DiT entry; the report records each entry's config.
+TEST_F(CliTest, DemoRunsModditWithEitherMapStatistic) {
+  const ProcessResult r =
+      run(std::string("demo ") + kTiny + " --policies moddit,moddit:map_statistic=mass --out '" +
+          path("ms") + "'");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("moddit[map_statistic=mass]"), std::string::npos) << r.out;
+  const ProcessResult f = run(std::string("demo ") + kTiny +
+                              " --policies moddit --map-statistic mass --out '" + path("mf") + "'");
+  ASSERT_EQ(f.rc, 0) << f.err;
+  const auto j = nlohmann::json::parse(std::ifstream(path("mf/report.json")));
+  EXPECT_EQ(j["settings"]["config"]["map_statistic"], "mass") << j["settings"].dump();
+}
+
 TEST_F(CliTest, EvalOnTrajectoryFileWithLambdaSweepAndInspect) {
   moddit::SyntheticSpec spec;
   spec.frames = 2;
@@ -84,6 +99,9 @@ TEST_F(CliTest, BadInputGivesOneLineError) {
                         "top_k");
   expect_one_line_error(run(std::string("demo ") + kTiny + " --eta 0"), "eta");
   expect_one_line_error(run(std::string("demo ") + kTiny + " --eta -1"), "eta");
+  expect_one_line_error(run(std::string("demo ") + kTiny + " --map-statistic max"), "map_statistic");
+  expect_one_line_error(run(std::string("demo ") + kTiny + " --policies moddit:map_statistic=max"),
+                        "map_statistic");
   expect_one_line_error(run(std::string("demo ") + kTiny + " --density 1.5"), "density");
   expect_one_line_error(run("eval --synthetic frames=0 -q"), "frames");
   expect_one_line_error(run("eval -q"), "--trajectory");

@@ -32,6 +32,7 @@ TEST(ModditConfig, RoundTripsEveryField) {
   c.target_density = 0.2137;
   c.tau_e = -0.075;
   c.refresh = "dense";
+  c.map_statistic = "mass";
   c.dense_layers = {0, 5};
   c.device_step = false;
   c.precision = "fp8";
@@ -46,6 +47,7 @@ TEST(ModditConfig, RoundTripsEveryField) {
   EXPECT_EQ(r.target_density, c.target_density);
   EXPECT_EQ(r.tau_e, c.tau_e);
   EXPECT_EQ(r.refresh, c.refresh);
+  EXPECT_EQ(r.map_statistic, c.map_statistic);
   EXPECT_EQ(r.dense_layers, c.dense_layers);
   EXPECT_EQ(r.device_step, c.device_step);
   EXPECT_EQ(r.precision, c.precision);
@@ -64,6 +66,8 @@ TEST(ModditConfig, RejectsEveryBadKeyByName) {
   expect_error(R"({"eta": "small"})", "eta");
   expect_error(R"({"refresh": "sometimes"})", "refresh");
   expect_error(R"({"refresh": 1})", "refresh");
+  expect_error(R"({"map_statistic": "max"})", "map_statistic");
+  expect_error(R"({"map_statistic": 2})", "map_statistic");
   expect_error(R"({"warmup_steps": 1})", "warmup_steps");
   expect_error(R"({"warmup_steps": 12.5})", "warmup_steps");
   expect_error(R"({"interval": 0})", "interval");

@@ -114,6 +114,30 @@ TEST(Schedule, FiftyStepsWarmupTwelveIntervalTen) {
   }
 }
 
+// The map statistic of the config reaches every plan that records a map.
+TEST(ModditPolicy, PlansCarryTheConfiguredMapStatistic) {
+  Fixture fx;
+  for (const char* stat : {"eq2", "mass"}) {
+    ModditConfig cfg;
+    cfg.block_size = 64;
+    cfg.warmup_steps = 4;
+    cfg.interval = 3;
+    cfg.map_statistic = stat;
+    ModditPolicy policy(cfg, 1, fx.H);
+    std::mt19937 rng(5);
+    int recorded = 0;
+    for (int t = 0; t < 10; ++t) {
+      const Plan p = policy.plan(fx.call(t));
+      if (!p.record_map) continue;
+      ++recorded;
+      EXPECT_STREQ(to_string(p.map_statistic), stat) << t;
+      const std::vector<int32_t> c = fx.counts(rng, 1, &p);
+      policy.observe(fx.call(t), p, c.data());
+    }
+    EXPECT_EQ(recorded, 3) << stat;  // steps 2, 3 (records) and 7 (refresh)
+  }
+}
+
 TEST(ModditPolicy, ReferencesPredictionAndMaskedFusion) {
   std::mt19937 rng(31);
   Fixture fx;

@@ -71,6 +71,10 @@ Reference naive_attention(const AttentionCall& c) {
   r.lse.assign(static_cast<size_t>(B * H * N), 0.0);
   r.counts.assign(static_cast<size_t>(B * H * nv * nv), -1);
   r.band.assign(r.counts.size(), 0);
+  r.mass.assign(r.counts.size(), -1.0);
+  r.mass_error.assign(r.counts.size(), 0.0);
+  r.rows.assign(r.counts.size(), 0);
+  r.keys.assign(r.counts.size(), 0);
 
   const double scale = c.softmax_scale > 0 ? double(c.softmax_scale) : 1.0 / std::sqrt(double(D));
   const double log_eta = std::log(double(c.eta));
@@ -100,8 +104,13 @@ Reference naive_attention(const AttentionCall& c) {
         }
         if (is_video(qb))
           for (int kb = fv; kb < fv + nv; ++kb)
-            if (live[static_cast<size_t>(kb)])
-              r.counts[static_cast<size_t>(((b * H + h) * nv + (qb - fv)) * nv + (kb - fv))] = 0;
+            if (live[static_cast<size_t>(kb)]) {
+              const size_t ci = static_cast<size_t>(((b * H + h) * nv + (qb - fv)) * nv + (kb - fv));
+              r.counts[ci] = 0;
+              r.mass[ci] = 0.0;
+              r.rows[ci] = starts[qb + 1] - starts[qb];
+              for (int64_t j = starts[kb]; j < starts[kb + 1]; ++j) r.keys[ci] += (j < pad0 || j >= pad1);
+            }
 
         for (int64_t t = starts[qb]; t < starts[qb + 1]; ++t) {
           load_row_f32(c.q, b, t, h, row.data());
@@ -154,6 +163,8 @@ Reference naive_attention(const AttentionCall& c) {
               const double tol = 2.0 * D * 6e-8 * (abs_s[static_cast<size_t>(j)] + max_abs) +
                                  1e-6 * (std::fabs(lse) + std::fabs(log_eta) + 1.0);
               if (std::fabs(s[static_cast<size_t>(j)] - threshold) <= tol) ++r.band[ci];
+              r.mass[ci] += p;
+              r.mass_error[ci] += p * tol;  // P's relative error is the score's absolute one
             }
           }
         }

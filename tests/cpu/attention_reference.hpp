@@ -21,6 +21,11 @@ struct Reference {
   // [B][H][n][n]: pairs whose score lies within the fp32 error band of the
   // threshold; a kernel's count may differ from `counts` by at most this.
   std::vector<int64_t> band;
+  // [B][H][n][n] on the same blocks (-1 elsewhere): the block's probability mass
+  // summed over its rows (MapStatistic::Mass), its fp32 error bound (the pairs'
+  // score and LSE error bands weighted by P), its rows and real keys.
+  std::vector<double> mass, mass_error;
+  std::vector<int64_t> rows, keys;
 
   double out_at(int64_t b, int64_t t, int64_t h, int64_t d) const {
     return out[static_cast<size_t>(((b * N + t) * H + h) * D + d)];

@@ -333,3 +333,44 @@ TEST(CpuAttention, LargeLogitsAreStable) {
   const double err = check(p, 161);
   EXPECT_TRUE(std::isfinite(err));
 }
+
+// MapStatistic::Mass: each block's summed probability, in Eq. 2's units, against
+// the double-precision reference, on a partial last block, text (padded, before
+// and after), batch 2 with sparse layouts, and large logits (peaked rows).
+TEST(CpuAttention, MassMapMatchesReference) {
+  std::mt19937 rng(71);
+  for (TextPosition where : {TextPosition::Before, TextPosition::After}) {
+    for (int bs : {64, 128}) {
+      Problem p = base_problem(with_text(4, 9, 11, 150, 97, where), bs);  // partial last block
+      p.map_statistic = MapStatistic::Mass;
+      p.B = 2;
+      p.use_layout = true;
+      p.layout = random_layout(2, 2, p.num_blocks(), 0.6, true, rng);
+      SCOPED_TRACE(testing::Message() << to_string(where) << " block " << bs);
+      check(p, 700 + bs + static_cast<uint32_t>(where));
+      p.use_layout = false;
+      p.q_scale = p.k_scale = 2.5f;  // peaked rows: a few keys hold most of the mass
+      check(p, 750 + bs + static_cast<uint32_t>(where));
+    }
+  }
+}
+
+// The mass map is what it claims: summed over a dense row of blocks (all video,
+// no text) the values give len_i * (n_keys - ...) = the pairs minus the row mass,
+// i.e. sum_j S_ij len_j = n - 1 per query row when every key is video.
+TEST(CpuAttention, MassMapOfADenseVideoRowSumsToOneRowOfMass) {
+  Problem p = base_problem(video_only(3, 10, 9), 64);  // 270 tokens: 5 blocks, last 14
+  p.map_statistic = MapStatistic::Mass;
+  auto inst = make_instance(p, 81);
+  run_backend(cpu(), *inst);
+  const int n = p.num_video_blocks();
+  std::vector<int64_t> len(static_cast<size_t>(n), 64);
+  len.back() = 270 - 64 * (n - 1);
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < n; ++i) {
+      // sum_j value_ij / len_j = sum_j (len_i - mass_ij) = n len_i - len_i (rows sum to 1).
+      double sum = 0;
+      for (int j = 0; j < n; ++j) sum += double(inst->counts[(size_t(h) * n + i) * n + j]) / double(len[j]);
+      EXPECT_NEAR(sum, double(n - 1) * double(len[i]), 0.5 * n) << "head " << h << " row " << i;
+    }
+}

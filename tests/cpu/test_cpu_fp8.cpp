@@ -1,11 +1,13 @@
 // Precision FP8 on the CPU backend (the emulation of the GPU's FP8 kernels,
 // moddit/fp8.hpp) against exact fp32 attention on the same inputs: output error
-// (relative L2, cosine similarity), LSE and map counts within FP8's bounds,
+// (relative L2, cosine similarity), LSE and map counts (and the mass map) within FP8's bounds,
 // across head dims, layouts, text positions and sparse layouts; and K smoothing,
 // which makes the result independent of a common offset of the keys.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <random>
 #include <vector>
 
 #include "cpu/test_support.hpp"
@@ -142,4 +144,37 @@ TEST(CpuFp8, KeyOffsetIsSmoothedAway) {
   e.lse_max = 0;
   EXPECT_LT(e.rel_l2, 2e-3);
   expect_fp8_accuracy(compare(shifted, exact_shifted));
+}
+
+// The mass map under FP8 (the FP8 scores against their LSE, as the Eq. 2 count)
+// against the exact one: the blocks' masses agree within FP8's error.
+TEST(CpuFp8, MassMapMatchesExactWithinFp8Error) {
+  std::mt19937 rng(9);
+  Problem p = problem(with_text(3, 8, 16, 150, 97, TextPosition::Before), 128, 128);
+  p.map_statistic = MapStatistic::Mass;
+  p.B = 2;
+  p.use_layout = true;
+  p.layout = random_layout(2, 2, p.num_blocks(), 0.5, true, rng);
+  const Outputs fp8 = run(p, 24, Precision::FP8), exact = run(p, 24, Precision::Exact);
+  const BlockGrid grid = make_block_grid(p.tokens, p.block_size);
+  const int n = grid.num_video_blocks, fv = grid.first_video_block;
+  auto len = [&](int i) { return int64_t(grid.starts[fv + i + 1] - grid.starts[fv + i]); };
+  double diff = 0, total = 0;
+  int written = 0;
+  for (size_t c = 0; c < exact.counts.size(); ++c) {
+    ASSERT_EQ(fp8.counts[c] < 0, exact.counts[c] < 0) << "map entry " << c;
+    if (exact.counts[c] < 0) continue;
+    const int i = int(c / n % n), j = int(c % n);
+    const double pairs = double(len(i)) * double(len(j));
+    // value = pairs - keys * mass: the block's summed P, in rows.
+    const double me = (pairs - exact.counts[c]) / double(len(j)),
+                 m8 = (pairs - fp8.counts[c]) / double(len(j));
+    diff += std::fabs(m8 - me);
+    total += me;
+    ++written;
+  }
+  ASSERT_GT(written, 0);
+  std::printf("fp8 mass map: relative L1 difference %.4f over %d blocks\n", diff / total, written);
+  EXPECT_GT(diff, 0.0);  // FP8 did round: the comparison is not of a path with itself
+  EXPECT_LT(diff / total, 0.01);
 }

@@ -41,6 +41,7 @@ struct Problem {
   bool want_lse = true, want_map = true;
   float q_scale = 1.f, k_scale = 1.f, v_scale = 1.f;
   moddit::Precision precision = moddit::Precision::Exact;
+  moddit::MapStatistic map_statistic = moddit::MapStatistic::Eq2;
 
   int64_t N() const { return tokens.total_tokens(); }
   int num_blocks() const;

@@ -65,6 +65,7 @@ Outcome run_case(Backend& gpu, Backend& cpu, const Case& c) {
   gc.lse = static_cast<float*>(dlse.get());
   gc.map_counts = c.with_map ? static_cast<int32_t*>(dmap.get()) : nullptr;
   gc.eta = c.eta;
+  gc.map_statistic = c.map_statistic;
   gpu.attention(gc);
   gpu.synchronize();
   const auto g_out = download<uint16_t>(gpu, dout, numel);
@@ -131,6 +132,21 @@ Outcome run_case(Backend& gpu, Backend& cpu, const Case& c) {
               continue;
             }
             if (cm < 0) continue;
+            if (c.map_statistic == MapStatistic::Mass) {
+              // value = keys (rows - mass): the GPU's mass may differ from the CPU's
+              // by its relative error (P = exp(s - lse) moves with the LSE
+              // difference, plus fp32 sums and expf), scaled by the keys, plus the
+              // rounding of each side.
+              const int qb = fvb + qi, kb = fvb + kj;
+              const int64_t rows = grid.starts[qb + 1] - grid.starts[qb],
+                            keys = grid.starts[kb + 1] - grid.starts[kb];
+              const double mass = double(rows) - double(cm) / double(keys);
+              const double scale_of = double(keys) * std::max(mass, 1e-6);
+              const double diff = std::fabs(double(gm) - double(cm));
+              r.map_mass_max_rel = std::max(r.map_mass_max_rel, std::max(0.0, diff - 1.0) / scale_of);
+              if (diff > 2.0 + scale_of * (2.0 * r.lse_max_abs + 1e-3)) ++r.map_mismatch;
+              continue;
+            }
             int64_t straddle = 0;
             const int qb = fvb + qi, kb = fvb + kj;
             for (int64_t t = grid.starts[qb]; t < grid.starts[qb + 1]; ++t) {

@@ -69,6 +69,7 @@ struct Case {
   bool with_map = true;
   float q_scale = 1.5f;  // score spread: enough that some P < eta and some not
   float eta = 1e-4f;
+  MapStatistic map_statistic = MapStatistic::Eq2;
   uint32_t seed = 1;
 };
 
@@ -77,6 +78,10 @@ struct Outcome {
   double lse_max_abs = 0;      // over finite rows
   int64_t map_mismatch = 0;    // |gpu - cpu| summed over blocks
   int64_t map_straddle = 0;    // pairs whose score is within the fp32/bf16 noise of eta
+  // MapStatistic::Mass: map_mismatch counts the blocks whose values differ by more
+  // than their mass's tolerance (relative: the LSE difference and fp32 sums);
+  // the largest difference over all blocks relative to the block's keys x mass.
+  double map_mass_max_rel = 0;
   int64_t map_written_wrong = 0;  // blocks written by one backend and not the other
   int64_t untouched_wrong = 0;    // elements of uncovered heads that changed
   int64_t nonfinite = 0;

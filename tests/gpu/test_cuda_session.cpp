@@ -114,8 +114,9 @@ TEST(CudaSession, ModditScheduleWithRefreshFollowsItsMasks) {
 
 // The same trajectory through two sessions on the GPU, the MOD-DiT step on the
 // device and on the host: the same kinds, densities, masks and fits.
-TEST(CudaSession, DeviceStepEqualsHostStep) {
-  MODDIT_REQUIRE_GPU();
+// The device and the host MOD-DiT step on the same GPU maps, for a map statistic.
+void expect_device_step_equals_host_step(const char* map_statistic) {
+  SCOPED_TRACE(map_statistic);
   SyntheticSpec spec;
   spec.frames = 5;
   spec.height = 10;
@@ -136,6 +137,7 @@ TEST(CudaSession, DeviceStepEqualsHostStep) {
   cfg.warmup_steps = 4;  // records at 2, 3; sparse 4, 5; refresh 6; sparse 7; refresh 8
   cfg.interval = 2;
   cfg.target_density = 0.3;
+  cfg.map_statistic = map_statistic;
   ModditConfig host_cfg = cfg;
   host_cfg.device_step = false;
   auto pd = std::make_shared<ModditPolicy>(cfg, 2, H);
@@ -199,6 +201,16 @@ TEST(CudaSession, DeviceStepEqualsHostStep) {
   gpu->copy_to_host(a.data(), od.get(), numel * 2);
   gpu->copy_to_host(b.data(), oh.get(), numel * 2);
   EXPECT_EQ(a, b);  // the same layouts: the same kernel work, bit for bit
+}
+
+TEST(CudaSession, DeviceStepEqualsHostStep) {
+  MODDIT_REQUIRE_GPU();
+  expect_device_step_equals_host_step("eq2");
+}
+
+TEST(CudaSession, DeviceStepEqualsHostStepWithTheMassMap) {
+  MODDIT_REQUIRE_GPU();
+  expect_device_step_equals_host_step("mass");
 }
 
 }  // namespace

@@ -122,6 +122,51 @@ def test_sparsity_map_counts_match_reference():
     assert mismatch == 0
 
 
+def test_mass_map_matches_reference():
+    rng = np.random.default_rng()
+    tokens = moddit.TokenLayout(frames=2, height=10, width=10, text_tokens=30, text_valid=21,
+                                text_position="before")
+    grid = moddit.make_block_grid(tokens, 64)
+    q, k, v = rand_qkv(rng, 2, tokens.total_tokens, 2, 64, scale=2.0)
+    _, counts = moddit.attention(q, k, v, tokens, block_size=64, return_map=True,
+                                 map_statistic="mass")
+    n = grid.num_video_blocks
+    assert counts.shape == (2, 2, n, n) and counts.dtype == np.int32
+    # Reference: len_i len_j - len_j * (the block's summed P), P over the real keys.
+    qd, kd = q.astype(np.float64), k.astype(np.float64)
+    s = np.einsum("bnhd,bmhd->bhnm", qd, kd) / 8.0
+    s[..., tokens.pad_begin:tokens.pad_end] = -np.inf
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    vb = tokens.video_begin
+    for i in range(n):
+        r0, r1 = vb + grid.video_block_begin(i), vb + grid.video_block_end(i)
+        for j in range(n):
+            c0, c1 = vb + grid.video_block_begin(j), vb + grid.video_block_end(j)
+            mass = p[:, :, r0:r1, c0:c1].sum(axis=(2, 3))
+            ref = (r1 - r0) * (c1 - c0) - (c1 - c0) * mass
+            # fp32 against fp64: relative to the block's mass, plus the rounding.
+            tol = 1 + (c1 - c0) * mass * 1e-4
+            assert np.all(np.abs(counts[:, :, i, j] - ref) <= tol), (i, j)
+    with pytest.raises(moddit.Error, match="map_statistic"):
+        moddit.attention(q, k, v, tokens, block_size=64, return_map=True, map_statistic="max")
+
+
+def test_map_statistic_in_config_and_plan():
+    c = moddit.moddit_config(map_statistic="mass")
+    assert c.map_statistic == "mass"
+    assert json.loads(c.to_json())["map_statistic"] == "mass"
+    assert moddit.ModditConfig().map_statistic == "eq2"  # the paper's Eq. 2 by default
+    with pytest.raises(moddit.Error, match="map_statistic"):
+        moddit.moddit_config(map_statistic="max")
+    plan = moddit.Plan()
+    assert plan.map_statistic == "eq2"
+    plan.map_statistic = "mass"
+    assert plan.map_statistic == "mass"
+    with pytest.raises(moddit.Error, match="map_statistic"):
+        plan.map_statistic = "max"
+
+
 def test_float16_and_torch_bfloat16_inputs():
     rng = np.random.default_rng()
     tokens = moddit.TokenLayout(frames=2, height=8, width=8)
