@@ -122,6 +122,12 @@ TEST(EqualDensity, TableLabelsInterpolatedAndOwnDensityPoints) {
   EXPECT_DOUBLE_EQ(json["policies"][1]["at_target"]["recall"].get<double>(),
                    r.policies[1].at_target.recall);
   EXPECT_EQ(json["policies"][2]["at_target"]["basis"], "own density");
+  // `moddit inspect` of the report shows the points that are not as measured.
+  const std::string inspected = inspect_report_text(eval_report_json(r), "report.json");
+  EXPECT_NE(inspected.find("at the target density: recall 0.4286, rel_l2 1.2143 (interpolated"),
+            std::string::npos)
+      << inspected;
+  EXPECT_NE(inspected.find("(own density, density 0.1500)"), std::string::npos) << inspected;
 }
 
 TEST(EqualDensity, RunnerSweepsOnlyOffTargetPoliciesAndFillsEveryPoint) {
