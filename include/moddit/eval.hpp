@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -18,6 +19,8 @@
 #include "moddit/trajectory.hpp"
 
 namespace moddit {
+
+struct VditLossTable;  // moddit/sparse_vdit.hpp
 
 // One policy of a run: its kind ("dense", "moddit", "oracle", "window", "radial",
 // "svg", "sparse_vdit")
@@ -82,6 +85,10 @@ struct EvalSettings {
   // already at the diagonal blocks when the target is below them. false: no
   // extra runs (at_target is still filled).
   bool equal_density = true;
+  // The sparse_vdit search's measurements for this trajectory and run, when
+  // already made: run_evaluation sets it for its own extra passes so that they
+  // decide at another density without searching again. Leave it empty.
+  std::shared_ptr<const VditLossTable> vdit_measured;
 };
 
 // Passes of extra runs the equal-density view may make.

@@ -102,7 +102,10 @@ eval::PictureInfo write_series_plot(const EvalResult& r, AtomicDirectory& dir,
     const std::vector<double>& own = metric == "recall" ? p.per_step.recall : p.per_step.rel_l2;
     const std::vector<double>& v = at.size() == own.size() ? at : own;
     PlotSeries ps;
-    ps.label = p.label;
+    // The picture's own legend marks the values that are not as measured.
+    ps.label = p.label + (p.at_target.basis == "interpolated"  ? " (interp.)"
+                          : p.at_target.basis == "own density" ? " (own dens.)"
+                                                               : "");
     for (double y : v) ps.y.push_back(static_cast<float>(y));
     series.push_back(std::move(ps));
     const std::string basis = p.kind == "dense" || p.at_target.basis.empty()

@@ -220,7 +220,7 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
                                           &vdit_notes.back(), settings.vdit_config, res.threads,
                                           settings.vdit_calibration,
                                           settings.synthetic ? &*settings.synthetic : nullptr,
-                                          res.steps, res.layers);
+                                          res.steps, res.layers, &res.settings.vdit_measured);
     } else {
       inner = make_policy(r.spec, num_layers, H, r);
     }

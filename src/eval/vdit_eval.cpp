@@ -94,7 +94,8 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
                                                       int threads, const std::string& calibration,
                                                       const SyntheticSpec* synthetic,
                                                       const std::vector<int>& scored_steps,
-                                                      const std::vector<int>& scored_layers) {
+                                                      const std::vector<int>& scored_layers,
+                                                      std::shared_ptr<const VditLossTable>* measured) {
   const TrajectoryInfo& info = evaluated.info();
   if (!config_path.empty()) {
     VditConfig c = load_vdit_config(config_path);
@@ -136,8 +137,12 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
   // Only a synthetic twin is cached: its content is a function of its settings
   // (the key). A file's "source" metadata does not identify its tensors (two
   // recordings of one model share it), so a file is measured every time.
-  std::shared_ptr<const VditLossTable> table;
-  if (twin) {
+  // A table measured for this run is reused if it was searched from the same step
+  // with the same block size (a policy entry may override the warm-up).
+  std::shared_ptr<const VditLossTable> table = measured ? *measured : nullptr;
+  if (table && (table->options.first_step != first_step || table->options.block_size != run.block_size))
+    table = nullptr;
+  if (!table && twin) {
     std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = table_cache.find(key);
     if (it != table_cache.end()) table = it->second;
@@ -152,6 +157,7 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
       table_cache[key] = t;
     }
   }
+  if (measured) *measured = table;
   const std::vector<std::vector<double>> weights = vdit_step_weights(
       table->steps, static_cast<int>(table->layers.size()),
       scored_steps.empty() ? info.steps : scored_steps,

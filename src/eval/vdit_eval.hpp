@@ -40,6 +40,8 @@ class VditEvalPolicy : public Policy {
 // meets the target over the steps and layers the run scores (`scored_steps`
 // from warmup_steps on, `scored_layers`; empty = every recorded one of
 // `evaluated`), each searched step weighted by how many scored steps use it.
+// `measured` (may be null): a search table to decide from instead of searching
+// (when *measured is set), and where the table used is left.
 // `calibration` and `synthetic` as EvalSettings::vdit_calibration / synthetic.
 std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluated,
                                                       const ModditConfig& run,
@@ -50,7 +52,8 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
                                                       const std::string& calibration = "",
                                                       const SyntheticSpec* synthetic = nullptr,
                                                       const std::vector<int>& scored_steps = {},
-                                                      const std::vector<int>& scored_layers = {});
+                                                      const std::vector<int>& scored_layers = {},
+                                                      std::shared_ptr<const VditLossTable>* measured = nullptr);
 
 // How much each searched (step, layer) of `config_steps` counts in the run's
 // means: the number of scored steps (>= warmup_steps) whose decision it is (the
