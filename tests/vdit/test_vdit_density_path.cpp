@@ -169,5 +169,10 @@ TEST(VditDensityPath, StructuredTrajectoryLossNeverRisesWithTheTarget) {
     // The table's densities are the modes' own: the config agrees with the decision.
     EXPECT_NEAR(d.config.mean_density(), d.density, 1e-12);
     d.config.validate();
+    // The recorded rate and "no eps" (the largest double) survive the config file.
+    const VditConfig back = vdit_config_from_json(vdit_config_to_json(d.config));
+    EXPECT_EQ(back.search.eps, d.config.search.eps);
+    EXPECT_DOUBLE_EQ(back.search.lambda, d.config.search.lambda);
+    EXPECT_GT(d.config.search.lambda, 0.0);
   }
 }
