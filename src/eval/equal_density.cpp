@@ -72,7 +72,8 @@ EqualDensityPoint equal_density_point(const PolicyResult& p, double target) {
   }
   if (std::fabs(nearest->density - target) <= kDensityTolerance) {
     take(*nearest, "measured");
-    e.why = "the run at requested density " + num(nearest->requested);
+    e.why = "measured on its run at requested density " + num(nearest->requested) +
+            " (its own run was off the target)";
     return e;
   }
   if (!lo || !hi) {
