@@ -83,12 +83,23 @@ void run_search(const SearchOptions& o) {
   bar.finish();
   for (size_t i = 0; i < o.trajectories.size(); ++i)  // files first: name them in the config
     table.calibration[i] = o.trajectories[i] + ": " + table.calibration[i];
-  const VditConfig config = o.target_density ? decide_vdit_for_density(table, *o.target_density)
+  VditDensityDecision decision;
+  if (o.target_density) decision = decide_vdit_density(table, *o.target_density);
+  const VditConfig config = o.target_density ? decision.config
                                              : decide_vdit(table, search.lambda, search.eps);
   save_vdit_config(config, o.out);
-  std::printf("Sparse-vDiT search: %zu step(s) x %d layer(s) x %d head(s), lambda %.4g, eps %.4g\n",
-              config.steps.size(), config.shape.num_layers, config.shape.num_heads,
-              config.search.lambda, config.search.eps);
+  std::printf("Sparse-vDiT search: %zu step(s) x %d layer(s) x %d head(s), ", config.steps.size(),
+              config.shape.num_layers, config.shape.num_heads);
+  if (o.target_density) {
+    std::printf("density path to %.4f: density %.4f, predicted summed nMSE %.4g (last move's "
+                "rate %.4g)\n",
+                *o.target_density, decision.density, decision.loss, config.search.lambda);
+    if (!decision.off_target.empty())
+      std::printf("off target by more than %.3f: %s\n", kVditDensityTolerance,
+                  decision.off_target.c_str());
+  } else {
+    std::printf("lambda %.4g, eps %.4g\n", config.search.lambda, config.search.eps);
+  }
   std::printf("%s", vdit_summary_table(config).c_str());
   std::printf("config written to %s\n", o.out.c_str());
 }
@@ -117,7 +128,7 @@ void setup(CLI::App& app) {
   cmd->add_option("--eps", o->search.eps, "keep full when every candidate's L exceeds eps")
       ->capture_default_str();
   cmd->add_option("--target-density", o->target_density,
-                  "instead of --lambda/--eps: pick them so the mean density is closest to this");
+                  "instead of --lambda/--eps: the density path (docs/SPARSE_VDIT.md) to this mean density");
   cmd->add_option("--modes", o->modes, "candidate modes, comma list")->capture_default_str();
   cmd->add_option("--diagonal-windows", o->search.diagonal_windows,
                   "diagonal radii in blocks (|kb - qb| <= w)")

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -18,6 +19,8 @@
 #include "moddit/trajectory.hpp"
 
 namespace moddit {
+
+struct VditLossTable;  // moddit/sparse_vdit.hpp
 
 // One policy of a run: its kind ("dense", "moddit", "oracle", "window", "radial",
 // "svg", "sparse_vdit")
@@ -74,7 +77,22 @@ struct EvalSettings {
   // Settings of the trajectory's source for the report (e.g. the synthetic
   // generator's: "seed" -> "42"), in order.
   std::vector<std::pair<std::string, std::string>> source_settings;
+  // The equal-density view: a policy whose achieved density is more than
+  // kDensityTolerance off the target is run again at other requested densities
+  // (at most kMaxSweepRuns more runs, all off-target policies together in one
+  // pass each) until one lands on the other side of the target; its recall and
+  // rel_l2 are then interpolated at the target. No run is made for a mask
+  // already at the diagonal blocks when the target is below them. false: no
+  // extra runs (at_target is still filled).
+  bool equal_density = true;
+  // The sparse_vdit search's measurements for this trajectory and run, when
+  // already made: run_evaluation sets it for its own extra passes so that they
+  // decide at another density without searching again. Leave it empty.
+  std::shared_ptr<const VditLossTable> vdit_measured;
 };
+
+// Passes of extra runs the equal-density view may make.
+constexpr int kMaxSweepRuns = 2;
 
 // Metrics of one (step, layer, head), pooled over the batch.
 struct HeadMetrics {
@@ -102,6 +120,28 @@ struct StepSeries {
   std::vector<double> nae;  // NaN where no fit happened at that step
 };
 
+// One more run of a policy at another requested density, made to bracket the
+// run's target (the equal-density view): its means over the sparse steps and
+// per-step series.
+struct SweepPoint {
+  double requested = 0.0, density = 0.0, recall = 0.0, rel_l2 = 0.0;
+  std::vector<double> per_step_recall, per_step_rel_l2;
+};
+
+// A policy at the run's target density: its own means where it is within
+// kDensityTolerance of the target ("measured"), else the linear interpolation
+// between the nearest runs on either side of the target ("interpolated"), else,
+// where no run lands on the other side, the run nearest the target ("own
+// density": not interpolated, never extrapolated; `why` says so).
+struct EqualDensityPoint {
+  std::string basis;     // "measured", "interpolated", "own density"; dense: "reference"
+  double density = 0.0;  // what the values stand for: the target, or the own density
+  double recall = 0.0, rel_l2 = 0.0;
+  double lo_density = 0.0, hi_density = 0.0;  // interpolated: the two runs' densities
+  std::vector<double> per_step_recall, per_step_rel_l2;  // per step, same weights
+  std::string why;  // "own density": why not at the target
+};
+
 struct PolicyResult {
   std::string kind, label;
   std::vector<CallMetrics> calls;  // step-major, then layer
@@ -117,6 +157,9 @@ struct PolicyResult {
   // Share of heads per head-group label over the sparse steps ("skip": heads in
   // no group), e.g. Sparse-vDiT's modes or SVG's spatial/temporal.
   std::map<std::string, double> head_modes;
+  // The equal-density view (run_evaluation fills it for every policy but dense).
+  std::vector<SweepPoint> sweep;  // extra runs, only for policies off the target
+  EqualDensityPoint at_target;
 };
 
 // A picture's data: maps on the n x n video block grid of one (step, layer, head).

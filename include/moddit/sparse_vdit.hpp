@@ -150,9 +150,39 @@ VditConfig decide_vdit(const VditLossTable& table, double lambda, double eps);
 // measure + decide with options.lambda/eps.
 VditConfig search_vdit(const std::vector<TrajectorySource*>& sources, Backend& backend,
                        const VditSearchOptions& options, const VditProgress& progress = nullptr);
-// Picks (lambda, eps) on a grid so that the mean density is closest to `target`
-// (ties broken by the lowest predicted loss); the chosen values are recorded in
-// the config's search options.
+
+// How far a density decision may land from its target before it says why (the
+// evaluation's kDensityTolerance is the same value).
+constexpr double kVditDensityTolerance = 0.005;
+
+// The decision for a target density and what it predicts.
+struct VditDensityDecision {
+  VditConfig config;
+  double target = 0.0;
+  // Weighted mean video density of the decision; skipped heads count at 0 (they
+  // compute nothing), full heads at 1.
+  double density = 0.0;
+  double loss = 0.0;         // weighted sum of the chosen candidates' nMSE (full: 0)
+  double min_density = 0.0;  // every head at its sparsest candidate
+  double next_step = 0.0;    // density change of the next move on the path (0 at the end)
+  int64_t heads = 0;         // (step, layer, head) decisions of weight > 0
+  int64_t skip_heads = 0;    // of them, skipped (counted at density 0)
+  std::string off_target;    // why |density - target| > kVditDensityTolerance; empty if not
+};
+
+// A nested greedy path (src/vdit/density_path.cpp): per (step, layer, head) the
+// lower convex hull of its candidates and full in (density, nMSE); every head
+// starts at its sparsest point and the path repeatedly takes the move with the
+// largest nMSE reduction per density over all heads, stopping at the density
+// closest to `target`. So the decision at a higher target never has a larger
+// loss, and the density moves in steps of one head. `weights[i][layer]` (>= 0)
+// is how much (steps[i], layer) counts in the mean density and the loss (e.g.
+// how many evaluated steps use it); empty = 1 each; a unit of weight 0 stays
+// full. The recorded search lambda is the last move's rate, eps the largest
+// double (the path does not use eps).
+VditDensityDecision decide_vdit_density(const VditLossTable& table, double target,
+                                        const std::vector<std::vector<double>>& weights = {});
+// decide_vdit_density(table, target).config.
 VditConfig decide_vdit_for_density(const VditLossTable& table, double target);
 
 // A view of `source` without its first `first_item` batch items. Synthetic

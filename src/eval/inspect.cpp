@@ -164,6 +164,13 @@ std::string inspect_report_text(const std::string& text, const std::string& path
                   num(p, "density").c_str(), num(p, "recall").c_str(), num(p, "rel_l2").c_str(),
                   num(p, "nae").c_str(), num(p, "ms_per_call", "%.2f").c_str());
     os << line;
+    // The equal-density view, where it differs from the policy's own means.
+    const nlohmann::json a = r.object(p, "at_target", "policies[" + std::to_string(i) + "].at_target");
+    const std::string basis =
+        r.text(a, "basis", "policies[" + std::to_string(i) + "].at_target.basis", "");
+    if (!basis.empty() && basis != "measured" && basis != "reference")
+      os << "    at the target density: recall " << num(a, "recall") << ", rel_l2 "
+         << num(a, "rel_l2") << " (" << basis << ", density " << num(a, "density") << ")\n";
   }
   const std::vector<nlohmann::json> pictures = r.objects(j, "pictures");
   for (size_t i = 0; i < pictures.size(); ++i)

@@ -87,22 +87,35 @@ eval::PictureInfo write_series_plot(const EvalResult& r, AtomicDirectory& dir,
                                     const std::string& metric) {
   eval::PictureInfo info;
   info.file = metric + "_over_steps.png";
-  info.what = metric + " per step (mean over layers and heads), x = trajectory step";
+  info.what = metric + " per step (mean over layers and heads) at the target density " +
+              std::to_string(r.settings.target_density) +
+              " (interpolated between two runs where a policy's own density misses it, "
+              "report.json at_target), x = trajectory step";
   std::vector<float> x;
   for (int s : r.steps) x.push_back(static_cast<float>(s));
   std::vector<PlotSeries> series;
   for (size_t i = 0; i < r.policies.size(); ++i) {
     const PolicyResult& p = r.policies[i];
-    const std::vector<double>& v = metric == "recall" ? p.per_step.recall : p.per_step.rel_l2;
+    // The equal-density series where there is one for every step, else the own run.
+    const std::vector<double>& at =
+        metric == "recall" ? p.at_target.per_step_recall : p.at_target.per_step_rel_l2;
+    const std::vector<double>& own = metric == "recall" ? p.per_step.recall : p.per_step.rel_l2;
+    const std::vector<double>& v = at.size() == own.size() ? at : own;
     PlotSeries ps;
-    ps.label = p.label;
+    // The picture's own legend marks the values that are not as measured.
+    ps.label = p.label + (p.at_target.basis == "interpolated"  ? " (interp.)"
+                          : p.at_target.basis == "own density" ? " (own dens.)"
+                                                               : "");
     for (double y : v) ps.y.push_back(static_cast<float>(y));
     series.push_back(std::move(ps));
-    info.panels.push_back(p.label + ": " + series_color_name(static_cast<int>(i)));
+    const std::string basis = p.kind == "dense" || p.at_target.basis.empty()
+                                  ? ""
+                                  : " (" + p.at_target.basis + ")";
+    info.panels.push_back(p.label + ": " + series_color_name(static_cast<int>(i)) + basis);
   }
   LinePlotStyle style;
   style.markers = x.size() <= 60;
-  style.title = metric + " per step (mean over layers and heads)";
+  style.title = metric + " per step at equal density";
   style.x_label = "denoising step";
   write_line_plot_png(dir.file(info.file), x, series, style);
   return info;
@@ -120,10 +133,13 @@ std::string eval_pictures_legend(const EvalResult& r) {
     if (!e.oracle_mask.empty()) s += " | oracle mask";
     s += " (dark = 0, yellow = 1 / live)\n";
   }
-  s += "rel_l2_over_steps.png, recall_over_steps.png:";
+  s += "rel_l2_over_steps.png, recall_over_steps.png (at the target density):";
   for (size_t i = 0; i < r.policies.size(); ++i)
     s += std::string(i ? "," : "") + " " + r.policies[i].label + " " +
-         series_color_name(static_cast<int>(i));
+         series_color_name(static_cast<int>(i)) +
+         (r.policies[i].at_target.basis == "interpolated"  ? " (interpolated)"
+          : r.policies[i].at_target.basis == "own density" ? " (own density)"
+                                                           : "");
   return s + "\n";
 }
 

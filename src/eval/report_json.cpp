@@ -36,6 +36,23 @@ json policy_json(const PolicyResult& p) {
     j["oracle_recall_same_density"] =
         p.oracle_recall_same_density >= 0 ? number(p.oracle_recall_same_density) : json(nullptr);
   }
+  // The equal-density view: the policy at the run's target density.
+  const EqualDensityPoint& eq = p.at_target;
+  json at;
+  at["basis"] = eq.basis;  // "measured", "interpolated" or "own density"
+  at["density"] = number(eq.density);
+  at["recall"] = number(eq.recall);
+  at["rel_l2"] = number(eq.rel_l2);
+  if (eq.basis == "interpolated") at["between_densities"] = {number(eq.lo_density), number(eq.hi_density)};
+  if (!eq.why.empty()) at["why"] = eq.why;
+  at["per_step_recall"] = numbers(eq.per_step_recall);
+  at["per_step_rel_l2"] = numbers(eq.per_step_rel_l2);
+  j["at_target"] = at;
+  json sweep = json::array();
+  for (const SweepPoint& sp : p.sweep)
+    sweep.push_back({{"requested", number(sp.requested)}, {"density", number(sp.density)},
+                     {"recall", number(sp.recall)}, {"rel_l2", number(sp.rel_l2)}});
+  j["sweep"] = sweep;  // extra runs made to bracket the target (empty when on target)
   json ps;
   ps["step"] = p.per_step.steps;
   ps["density"] = numbers(p.per_step.density);
@@ -149,6 +166,9 @@ std::string report_json_text(const EvalResult& r, const std::vector<PictureInfo>
     if (oracle && oracle->recall > 0) pj["recall_over_oracle"] = number(p.recall / oracle->recall);
     if (p.oracle_recall_same_density > 0)
       pj["recall_over_oracle_same_density"] = number(p.recall / p.oracle_recall_same_density);
+    // The bound at equal density: the oracle's recall at the target.
+    if (oracle && oracle->at_target.recall > 0 && !p.at_target.basis.empty())
+      pj["at_target"]["recall_over_oracle"] = number(p.at_target.recall / oracle->at_target.recall);
     pol.push_back(pj);
   }
   j["policies"] = pol;
@@ -158,6 +178,11 @@ std::string report_json_text(const EvalResult& r, const std::vector<PictureInfo>
     json m = json::object();
     for (const char* key : {"density", "recall", "rel_l2", "nae"})
       if (pj.contains(key)) m[key] = pj[key];
+    if (pj.contains("at_target")) {  // the equal-density view
+      m["at_target_recall"] = pj["at_target"]["recall"];
+      m["at_target_rel_l2"] = pj["at_target"]["rel_l2"];
+      m["at_target_basis"] = pj["at_target"]["basis"];
+    }
     summary[pj["label"].get<std::string>()] = m;
   }
   j["summary"] = summary;

@@ -108,9 +108,9 @@ std::vector<std::string> off_target_notes(const EvalResult& res) {
     std::string why;
     const double diagonal = n > 0 ? 1.0 / n : 1.0;
     if (p.kind == "sparse_vdit")
-      why = "Sparse-vDiT gives each head one of a few modes whose densities are fixed by the "
-            "geometry; its search meets the target on average over its calibration data, not "
-            "per call (skipped heads count as density 0)";
+      why = "Sparse-vDiT's density path changes one head's mode at a time, and with few "
+            "(step, layer, head) decisions one move is coarser than the tolerance (its note "
+            "says which; skipped heads count as density 0)";
     else if (p.kind == "moddit" && p.label.find("top_k") != std::string::npos)
       why = "top_k is set: K lines per head, not a density target";
     else if (p.density > target && diagonal > target - kDensityTolerance)

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <thread>
 
 #include "eval/baselines.hpp"
 #include "eval/dense_stats.hpp"
+#include "eval/equal_density.hpp"
 #include "eval/metrics.hpp"
 #include "eval/parallel.hpp"
 #include "eval/run_summary.hpp"
@@ -217,7 +219,8 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
       inner = eval::make_vdit_eval_policy(source, r.spec.config, r.spec.config.target_density,
                                           &vdit_notes.back(), settings.vdit_config, res.threads,
                                           settings.vdit_calibration,
-                                          settings.synthetic ? &*settings.synthetic : nullptr);
+                                          settings.synthetic ? &*settings.synthetic : nullptr,
+                                          res.steps, res.layers, &res.settings.vdit_measured);
     } else {
       inner = make_policy(r.spec, num_layers, H, r);
     }
@@ -349,7 +352,19 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
     for (auto& m : r.result.head_modes) m.second /= heads;
     res.policies.push_back(std::move(r.result));
   }
+  const int sweep_runs = eval::add_equal_density_view(res, source);
   res.notes = eval::standard_notes(res, first_step);
+  if (settings.equal_density) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%.4g (the at_target entries and the plots): its own means where it is within %.4g",
+                  settings.target_density, kDensityTolerance);
+    res.notes.push_back(
+        std::string("Equal density: every policy's recall and rel_l2 at the target density ") +
+        buf + " of the target, else interpolated linearly between its nearest runs on either side "
+        "of the target (" + std::to_string(sweep_runs) + " extra run(s) at other requested "
+        "densities made here), else its run nearest the target, labelled 'own density' (never "
+        "extrapolated). The oracle at the target is the bound.");
+  }
   res.off_target = eval::off_target_notes(res);
   for (const std::string& note : res.off_target) res.notes.push_back(note);
   for (const std::string& note : vdit_notes) res.notes.push_back(note);

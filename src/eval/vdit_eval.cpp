@@ -1,11 +1,16 @@
 #include "eval/vdit_eval.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <mutex>
 
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
+#include "moddit/eval.hpp"
+
+static_assert(moddit::kVditDensityTolerance == moddit::kDensityTolerance,
+              "one density tolerance for the search and the evaluation");
 
 namespace moddit {
 namespace eval {
@@ -46,6 +51,24 @@ VditSearchOptions vdit_eval_search_options(const TokenLayout& tokens, int block_
   return o;
 }
 
+std::vector<std::vector<double>> vdit_step_weights(const std::vector<int>& config_steps,
+                                                   int num_layers,
+                                                   const std::vector<int>& scored_steps,
+                                                   const std::vector<int>& scored_layers,
+                                                   int warmup_steps) {
+  std::vector<std::vector<double>> w(config_steps.size(),
+                                     std::vector<double>(size_t(std::max(0, num_layers)), 0.0));
+  for (int s : scored_steps) {
+    if (s < warmup_steps) continue;  // dense there (VditEvalPolicy)
+    auto it = std::upper_bound(config_steps.begin(), config_steps.end(), s);
+    if (it == config_steps.begin()) continue;  // before the first searched step: full
+    auto& row = w[size_t(it - config_steps.begin()) - 1];
+    for (int l : scored_layers)
+      if (l >= 0 && l < num_layers) row[size_t(l)] += 1.0;
+  }
+  return w;
+}
+
 namespace {
 
 // A held-out calibration item of the generator that made the evaluated
@@ -69,7 +92,10 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
                                                       double target_density, std::string* note,
                                                       const std::string& config_path,
                                                       int threads, const std::string& calibration,
-                                                      const SyntheticSpec* synthetic) {
+                                                      const SyntheticSpec* synthetic,
+                                                      const std::vector<int>& scored_steps,
+                                                      const std::vector<int>& scored_layers,
+                                                      std::shared_ptr<const VditLossTable>* measured) {
   const TrajectoryInfo& info = evaluated.info();
   if (!config_path.empty()) {
     VditConfig c = load_vdit_config(config_path);
@@ -111,8 +137,12 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
   // Only a synthetic twin is cached: its content is a function of its settings
   // (the key). A file's "source" metadata does not identify its tensors (two
   // recordings of one model share it), so a file is measured every time.
-  std::shared_ptr<const VditLossTable> table;
-  if (twin) {
+  // A table measured for this run is reused if it was searched from the same step
+  // with the same block size (a policy entry may override the warm-up).
+  std::shared_ptr<const VditLossTable> table = measured ? *measured : nullptr;
+  if (table && (table->options.first_step != first_step || table->options.block_size != run.block_size))
+    table = nullptr;
+  if (!table && twin) {
     std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = table_cache.find(key);
     if (it != table_cache.end()) table = it->second;
@@ -127,15 +157,28 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
       table_cache[key] = t;
     }
   }
-  VditConfig c = decide_vdit_for_density(*table, target_density);
+  if (measured) *measured = table;
+  const std::vector<std::vector<double>> weights = vdit_step_weights(
+      table->steps, static_cast<int>(table->layers.size()),
+      scored_steps.empty() ? info.steps : scored_steps,
+      scored_layers.empty() ? info.layers : scored_layers, run.warmup_steps);
+  double total_weight = 0;
+  for (const auto& row : weights)
+    for (double x : row) total_weight += x;
+  // No scored sparse step (a run shorter than its warm-up): the searched steps, evenly.
+  VditDensityDecision d =
+      decide_vdit_density(*table, target_density, total_weight > 0 ? weights : decltype(weights){});
   if (note) {
-    char buf[256];
+    char buf[512];
     std::snprintf(buf, sizeof buf,
-                  "; lambda %.4g, eps %.3g chosen for density %.3f (searched mean density %.3f)",
-                  c.search.lambda, c.search.eps, target_density, c.mean_density());
-    *note = "sparse_vdit: calibrated (searched) on " + what + buf;
+                  "; decided on the density path for %.3f: density %.4f over the scored steps, "
+                  "predicted summed nMSE %.4g; skip heads: %lld of %lld, counted at density 0",
+                  target_density, d.density, d.loss, static_cast<long long>(d.skip_heads),
+                  static_cast<long long>(d.heads));
+    *note = "sparse_vdit: calibrated (searched) on " + what + buf +
+            (d.off_target.empty() ? "" : " (off target: " + d.off_target + ")");
   }
-  return std::make_shared<VditEvalPolicy>(std::move(c), run.warmup_steps);
+  return std::make_shared<VditEvalPolicy>(std::move(d.config), run.warmup_steps);
 }
 
 }  // namespace eval

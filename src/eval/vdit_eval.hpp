@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "moddit/config.hpp"
 #include "moddit/policy.hpp"
@@ -35,7 +36,12 @@ class VditEvalPolicy : public Policy {
 };
 
 // `note` (may be null) receives one line for the report: where the config came
-// from and the density it achieves over the searched steps.
+// from, the density it achieves and its skipped heads. The searched decision
+// meets the target over the steps and layers the run scores (`scored_steps`
+// from warmup_steps on, `scored_layers`; empty = every recorded one of
+// `evaluated`), each searched step weighted by how many scored steps use it.
+// `measured` (may be null): a search table to decide from instead of searching
+// (when *measured is set), and where the table used is left.
 // `calibration` and `synthetic` as EvalSettings::vdit_calibration / synthetic.
 std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluated,
                                                       const ModditConfig& run,
@@ -44,7 +50,19 @@ std::shared_ptr<VditEvalPolicy> make_vdit_eval_policy(TrajectorySource& evaluate
                                                       const std::string& config_path = "",
                                                       int threads = 0,
                                                       const std::string& calibration = "",
-                                                      const SyntheticSpec* synthetic = nullptr);
+                                                      const SyntheticSpec* synthetic = nullptr,
+                                                      const std::vector<int>& scored_steps = {},
+                                                      const std::vector<int>& scored_layers = {},
+                                                      std::shared_ptr<const VditLossTable>* measured = nullptr);
+
+// How much each searched (step, layer) of `config_steps` counts in the run's
+// means: the number of scored steps (>= warmup_steps) whose decision it is (the
+// latest searched step <= them), per scored layer; 0 for the others.
+std::vector<std::vector<double>> vdit_step_weights(const std::vector<int>& config_steps,
+                                                   int num_layers,
+                                                   const std::vector<int>& scored_steps,
+                                                   const std::vector<int>& scored_layers,
+                                                   int warmup_steps);
 
 // Adds one call's heads per group label to `counts` (heads in no group count as
 // "skip"): the "share of heads per mode" of the report, for any policy.

@@ -330,39 +330,4 @@ VditConfig search_vdit(const std::vector<TrajectorySource*>& sources, Backend& b
                      options.eps);
 }
 
-VditConfig decide_vdit_for_density(const VditLossTable& table, double target) {
-  MODDIT_CHECK(target > 0 && target <= 1, "target density must be in (0, 1], got ", target);
-  std::vector<double> lambdas = {0.0};
-  for (int k = -64; k <= 48; ++k) lambdas.push_back(std::pow(10.0, k / 16.0));
-  const std::vector<double> epss = {0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3,
-                                    0.5, 0.7, 1, 1.5, 2, 3, 5, 1e300};
-  const double tol = std::max(0.005, 0.05 * target);
-  double best_gap = std::numeric_limits<double>::infinity(), best_loss = best_gap;
-  double best_lambda = table.options.lambda, best_eps = table.options.eps;
-  for (double lambda : lambdas)
-    for (double eps : epss) {
-      double density = 0, loss = 0;
-      int64_t count = 0;
-      for (const auto& step : table.scored)
-        for (const auto& layer : step)
-          for (const auto& cands : layer) {
-            const int i = choose(cands, lambda, eps);
-            density += i < 0 ? 1.0 : cands[size_t(i)].density;
-            loss += i < 0 ? 0.0 : cands[size_t(i)].nmse;
-            ++count;
-          }
-      density /= double(std::max<int64_t>(count, 1));
-      // Within tolerance of the target, the lowest predicted loss wins; otherwise
-      // the closest density.
-      const double gap = std::max(0.0, std::abs(density - target) - tol);
-      if (gap < best_gap || (gap == best_gap && loss < best_loss)) {
-        best_gap = gap;
-        best_loss = loss;
-        best_lambda = lambda;
-        best_eps = eps;
-      }
-    }
-  return decide_vdit(table, best_lambda, std::min(best_eps, std::numeric_limits<double>::max()));
-}
-
 }  // namespace moddit

@@ -28,6 +28,17 @@ std::string vdit_summary_table(const VditConfig& config) {
   row("all", -1);
   std::snprintf(buf, sizeof buf, "mean density %.3f\n", config.mean_density());
   os << buf;
+  // Skip is counted at what it computes (nothing): say how much of the density
+  // budget that frees, so a low mean density is never read as "all sparse".
+  int64_t skip = 0, total = 0;
+  for (const auto& step : config.choices)
+    for (const auto& layer : step)
+      for (const VditHeadChoice& c : layer) {
+        skip += c.mode == VditMode::Skip;
+        ++total;
+      }
+  os << "skip heads: " << skip << " of " << total
+     << " (step, layer, head) decisions, counted at density 0 (not launched)\n";
   return os.str();
 }
 

@@ -37,7 +37,7 @@ TEST(VditInEval, RunsAtTheTargetDensityAndReportsHeadModes) {
   }
   const PolicyResult& v = r.policies[2];
   EXPECT_EQ(v.kind, "sparse_vdit");
-  EXPECT_NEAR(v.density, 0.3, 0.15);  // searched on another scene, measured on this one
+  EXPECT_NEAR(v.density, 0.3, 0.15);  // few scored (step, layer, head) decisions: coarse moves
   bool noted = false;
   for (const std::string& n : r.notes) noted = noted || n.find("sparse_vdit: calibrated (searched) on batch item 1 of the same synthetic generator") == 0;
   EXPECT_TRUE(noted);
