@@ -36,6 +36,11 @@ LABELS = {"moddit_default": "MOD-DiT (moddit defaults)", "moddit_paper": "MOD-Di
           "sparse_vdit": "Sparse-vDiT (searched)", "dense": "moddit dense kernel"}
 
 
+KERNELS = {"auto": "the default CUDA kernel (warp-specialised wgmma on Hopper)",
+           "sm80": "the portable CUDA kernel (`MODDIT_CUDA_KERNEL=sm80`; exact like the Hopper "
+                   "kernel, slower)"}
+
+
 # --- input -------------------------------------------------------------------------
 
 def load(path: str) -> Tuple[Dict, Dict, str]:
@@ -61,6 +66,16 @@ def load(path: str) -> Tuple[Dict, Dict, str]:
         with open(sp) as f:
             stats = json.load(f)
     return results, stats, folder
+
+
+def copy_small_png(src: str, dst: str) -> None:
+    """A frame grid as a 256-colour PNG (about a quarter of the RGB file; the
+    repository carries these), written atomically."""
+    from PIL import Image
+
+    tmp = f"{dst}.tmp-{os.getpid()}.png"
+    Image.open(src).convert("RGB").quantize(256, dither=Image.Dither.NONE).save(tmp, optimize=True)
+    os.replace(tmp, dst)
 
 
 def merge(results: Dict, other: Dict) -> None:
@@ -500,7 +515,9 @@ def document(results: Dict, stats: Dict, procedural: Optional[Dict], pics: Dict[
          "plain dense steps run the model's own attention too, so warm-ups match the reference.",
          f"- recall / rel_l2: {meta['shadow']}; means over every sparse call and head. "
          f"{meta['density']}.",
-         "- Sparse-vDiT: searched by moddit's search (CPU backend, in the background) on dense "
+         f"- moddit's kernels: {KERNELS.get(meta.get('cuda_kernel', 'auto'), meta.get('cuda_kernel'))}.",
+         f"- Sparse-vDiT: searched by moddit's search ({results.get('sparse_vdit_search', {}).get('backend', '?')} "
+         "backend, before the policies) on dense "
          f"Q/K/V recorded from calibration pairs {', '.join(p['family'] + ' seed ' + str(p['seed']) for p in meta['calibration_pairs'])}"
          f" (seeds not evaluated; the 8 families are the model's only prompts) at steps "
          f"{st['calib_steps']}, decided per target density (docs/SPARSE_VDIT.md).",
@@ -601,7 +618,7 @@ def main(argv=None) -> int:
     for fr in results.get("frames", []):
         src = os.path.join(folder, fr["file"])
         if os.path.exists(src):
-            shutil.copy(src, os.path.join(args.pictures, fr["file"]))
+            copy_small_png(src, os.path.join(args.pictures, fr["file"]))
             frames.append(f"{rel}/{fr['file']}")
     for name in ("quality_results.json", "attention_stats.json"):
         src = os.path.join(folder, name)
