@@ -27,6 +27,7 @@ if [ ! -d .carry/root ] && [ -f .carry/root.tar.xz ]; then
   mkdir -p .carry && tar xJf .carry/root.tar.xz -C .carry || exit 1
 fi
 echo "== build the module (tests: ${TESTS:-none})"
+mkdir -p /tmp/e2e-build
 OUT=/tmp/e2e-build TESTS=${TESTS:-none} E2E=0 bash scripts/gpu_test_python.sh 2>&1 \
   | tail -45 | tee "$OUT/build.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "gpu_e2e: build or tests failed"; exit 1; }
