@@ -9,7 +9,7 @@ namespace moddit {
 
 struct ModditConfig {
   int block_size = 128;          // 64 or 128
-  double eta = 1e-4;             // sparsity threshold of Eq. 2, > 0
+  double eta = 1e-3;             // sparsity threshold of Eq. 2, > 0 (default chosen on moddit-tiny: docs/CONFIG.md)
   // What the map pass measures per block (attention_params.hpp MapStatistic):
   // "eq2" (the paper's count of P < eta) or "mass" (the block's share of its
   // rows' mass, in Eq. 2's units; sees attention sinks). docs/CONFIG.md.
@@ -19,7 +19,7 @@ struct ModditConfig {
   int interval = 10;             // delta t between refresh steps
   int top_k = 0;                 // K lines kept per head; 0 = derive from target_density
   double target_density = 0.15;  // used when top_k == 0: smallest K whose mask reaches it
-  double tau_e = -0.2;           // keep frame block-diagonal f iff e_f <= tau_e at both references (default chosen by eval: docs/CONFIG.md)
+  double tau_e = -0.2;           // keep frame block-diagonal f iff e_f <= tau_e at both references (why not moddit-tiny's 1.0: docs/CONFIG.md)
   std::string refresh = "masked";  // "masked" (paper 5.1) or "dense" (official code)
   std::vector<int> dense_layers;   // layers always computed densely
   // Run the MOD-DiT step (map fusion, fit, prediction, masks, layout) on the

@@ -10,6 +10,7 @@
 
 #include "moddit/backend.hpp"
 #include "moddit/block_layout.hpp"
+#include "moddit/config.hpp"
 #include "moddit/token_layout.hpp"
 
 namespace moddit {
@@ -47,8 +48,9 @@ struct Plan {
   bool record_map = false;        // the backend writes map counts for observe()
   // The map's threshold (a pair counts when its probability P < map_eta, paper
   // Eq. 2), chosen by the policy that asks for the map: ModditPolicy sets its
-  // ModditConfig::eta. The default is MOD-DiT's default eta.
-  float map_eta = 1e-4f;
+  // ModditConfig::eta. The default is MOD-DiT's default eta (read from
+  // ModditConfig, its one source).
+  float map_eta = static_cast<float>(ModditConfig{}.eta);
   // What the map holds (attention_params.hpp: Eq. 2 counts, or the block's mass
   // in the same units); ModditPolicy sets its ModditConfig::map_statistic.
   MapStatistic map_statistic = MapStatistic::Eq2;

@@ -388,7 +388,7 @@ class Plan:
     @property
     def map_eta(self) -> float:
         """
-        The map's threshold (P < map_eta) when record_map is set; default 1e-4.
+        The map's threshold (P < map_eta) when record_map is set; default ModditConfig().eta (1e-3).
         """
 
     @map_eta.setter

@@ -112,7 +112,7 @@ void bind_policy(nb::module_& m) {
           },
           nb::arg("value").none(), "\"exact\", \"fp8\" or None (the Session's precision).")
       .def_rw("map_eta", &Plan::map_eta,
-              "The map's threshold (P < map_eta) when record_map is set; default 1e-4.")
+              "The map's threshold (P < map_eta) when record_map is set; default ModditConfig().eta (1e-3).")
       .def_prop_rw(
           "map_statistic", [](const Plan& p) { return std::string(to_string(p.map_statistic)); },
           [](Plan& p, const std::string& s) { p.map_statistic = map_statistic_from_string(s); },

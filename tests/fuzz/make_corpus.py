@@ -111,7 +111,7 @@ def trajectories(out):
 
 
 def moddit_configs(out):
-    default = {"block_size": 128, "eta": 1e-4, "ridge_lambda": 1e-3, "warmup_steps": 12,
+    default = {"block_size": 128, "eta": 1e-3, "ridge_lambda": 1e-3, "warmup_steps": 12,
                "interval": 10, "top_k": 0, "target_density": 0.15, "tau_e": -0.2,
                "refresh": "masked", "dense_layers": [], "device_step": True}
     write(out, "valid-all-keys.json", json.dumps(default, indent=2) + "\n")

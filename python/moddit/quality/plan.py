@@ -18,12 +18,12 @@ MAIN, MAIN_EXTRA, SWEEP, EXTRA = 0, 1, 2, 3
 
 def paper_overrides() -> Dict:
     """MOD-DiT as the paper describes it, where moddit's defaults differ: the
-    schedule (m = 12, interval 10, eta 1e-4, masked refresh, K from the density)
-    is the paper's and moddit's; the frame-region threshold and the ridge are
-    the official code's (tau_e = 1 keeps a region nearly always, lambda = 1; the
-    paper's own lambda = 1e-8 leaves the fit's singular system almost
-    unregularised), and where this build has them, Eq. 2's map and the paper's
-    linear prediction."""
+    schedule (m = 12, interval 10, masked refresh, K from the density) is the
+    paper's and moddit's; eta 1e-4 is the paper's (moddit's default is 1e-3);
+    the frame-region threshold and the ridge are the official code's (tau_e = 1
+    keeps a region nearly always, lambda = 1; the paper's own lambda = 1e-8
+    leaves the fit's singular system almost unregularised), and where this build
+    has them, Eq. 2's map and the paper's linear prediction."""
     over = dict(warmup_steps=12, interval=10, eta=1e-4, refresh="masked", top_k=0, tau_e=1.0,
                 ridge_lambda=1.0)
     keys = set(moddit.ModditConfig().to_json().replace('"', " ").split())
