@@ -33,6 +33,16 @@ void setup(CLI::App& app) {
   cmd->add_option("--text-position", s.text_position, "none, before or after")->capture_default_str();
   cmd->add_option("--batch", s.batch, "batch size")->capture_default_str();
   cmd->add_option("--seed", s.seed, "generator seed")->capture_default_str();
+  s.head_logit_spread = kModditTinyHeadLogitSpread;
+  cmd->add_option("--head-logit-spread", s.head_logit_spread,
+                  "spread of the heads' sharpness, in [0, 4] (default: fitted to moddit-tiny's "
+                  "oracle curve; 0: the unfitted generator)")
+      ->capture_default_str();
+  s.value_offset = kModditTinyValueOffset;
+  cmd->add_option("--value-offset", s.value_offset,
+                  "a value component shared by every token, in [0, 100] (default: fitted to "
+                  "moddit-tiny's oracle rel_l2; 0: none)")
+      ->capture_default_str();
   add_eval_options(*cmd, opts->eval);
   cmd->callback([opts] {
     SyntheticSpec spec = opts->spec;

@@ -29,7 +29,8 @@ void setup(CLI::App& app) {
   auto* syn = cmd->add_option("--synthetic", opts->synthetic,
                               "synthetic trajectory settings, key=value (frames, height, width, "
                               "text_tokens, text_valid, text_position, num_steps, layers, heads, "
-                              "head_dim, batch, seed); no value = the defaults")
+                              "head_dim, batch, seed, head_logit_spread, value_offset); no value = "
+                              "the defaults (the unfitted generator; `moddit demo` is fitted)")
                   ->expected(0, -1);
   traj->excludes(syn);
   add_eval_options(*cmd, opts->eval);

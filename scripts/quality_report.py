@@ -7,9 +7,10 @@ sections of the file (the procedural trajectories) are left alone.
     scripts/quality_report.py --results quality.tar.gz            # or a folder / JSON
     scripts/quality_report.py --results DIR --doc docs/QUALITY.md --pictures docs/quality
 
-The oracle's recall curve of the procedural generator (moddit eval with the
-oracle on the default synthetic trajectory) is computed here on the CPU and
-cached next to the pictures (--procedural-cache).
+The oracle's recall curves of the procedural generator (the oracle on the
+default synthetic trajectory, unfitted and with `moddit demo`'s spec fitted to
+moddit-tiny) are computed here on the CPU and cached next to the pictures
+(--procedural-cache, and the same name with "_fitted").
 """
 from __future__ import annotations
 
@@ -186,16 +187,15 @@ def plot_psnr_vs_density(results: Dict, path: str) -> None:
     plt.close(fig)
 
 
-def plot_recall_curves(stats: Dict, procedural: Optional[Dict], path: str) -> None:
+def plot_recall_curves(stats: Dict, procedural: List[Dict], path: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
     d = stats["densities"]
     ax.plot(d, stats["oracle_recall_global"]["all"], "o-", label="moddit-tiny (trained), oracle")
     ax.plot(d, stats["oracle_recall_row"]["all"], "o:", ms=3,
             label="moddit-tiny, oracle with equal budget per row")
-    if procedural:
-        ax.plot(procedural["density"], procedural["recall"], "s--",
-                label="procedural generator (moddit eval default trajectory), oracle")
+    for curve, style in zip(procedural, ("s--", "^-.")):
+        ax.plot(curve["density"], curve["recall"], style, label=f"{curve['label']}, oracle")
     ax.set_xlabel("density")
     ax.set_ylabel("recall (dense attention mass kept)")
     ax.set_ylim(0, 1.02)
@@ -233,17 +233,24 @@ def plot_map_change(stats: Dict, path: str) -> None:
     plt.close(fig)
 
 
-def procedural_curve(cache: Optional[str], densities: Sequence[float]) -> Optional[Dict]:
-    """The oracle's recall against density on moddit eval's default synthetic
-    trajectory (CPU), from the cache when it has it."""
+def procedural_curve(cache: Optional[str], densities: Sequence[float],
+                     fitted: bool = False) -> Optional[Dict]:
+    """The oracle's recall against density on the default synthetic trajectory
+    (CPU; fitted: with `moddit demo`'s head_logit_spread and value_offset), from
+    the cache when it has it."""
+    label = ("procedural generator, `moddit demo` spec fitted to moddit-tiny" if fitted
+             else "procedural generator, unfitted (SyntheticSpec())")
     if cache and os.path.exists(cache):
         with open(cache) as f:
-            return json.load(f)
+            return dict(json.load(f), label=label)
     try:
         import moddit
     except ImportError:
         return None
     spec = moddit.SyntheticSpec()
+    if fitted:
+        spec.head_logit_spread = moddit._moddit.MODDIT_TINY_HEAD_LOGIT_SPREAD
+        spec.value_offset = moddit._moddit.MODDIT_TINY_VALUE_OFFSET
     source = moddit.make_synthetic(spec)
     rep = moddit.evaluate(source, policies="dense,oracle", target_density=0.15)
     if "oracle_curve" in rep:
@@ -258,13 +265,14 @@ def procedural_curve(cache: Optional[str], densities: Sequence[float]) -> Option
             print(f"procedural oracle at {d}: density {o['density']:.3f} recall {o['recall']:.3f}",
                   file=sys.stderr)
     curve["source"] = spec.describe()
-    curve["command"] = ("moddit.evaluate(moddit.make_synthetic(moddit.SyntheticSpec()), "
-                        "policies='dense,oracle', target_density=d)")
+    curve["command"] = ("moddit.evaluate(moddit.make_synthetic(spec), policies='dense,oracle', "
+                        "target_density=d), spec = moddit.SyntheticSpec()"
+                        + (" with the MODDIT_TINY_* knobs" if fitted else ""))
     if cache:
         os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
         with open(cache, "w") as f:
             json.dump(curve, f, indent=1)
-    return curve
+    return dict(curve, label=label)
 
 
 # --- the document ------------------------------------------------------------------
@@ -446,7 +454,7 @@ def goal_lines(results: Dict, densities: Sequence[float]) -> List[str]:
     return out
 
 
-def stats_lines(stats: Dict, procedural: Optional[Dict]) -> List[str]:
+def stats_lines(stats: Dict, procedural: List[Dict]) -> List[str]:
     if not stats:
         return ["The attention statistics were not collected (see errors)."]
     d = stats["densities"]
@@ -457,10 +465,10 @@ def stats_lines(stats: Dict, procedural: Optional[Dict]) -> List[str]:
            "|---|" + "---|" * len(d) + "",
            "| oracle (global) | " + " | ".join(fmt(x, 3) for x in g) + " |",
            "| oracle (equal budget per row) | " + " | ".join(fmt(x, 3) for x in rrow) + " |"]
-    if procedural:
-        pd, pr = procedural["density"], procedural["recall"]
+    for curve in procedural:
+        pd, pr = curve["density"], curve["recall"]
         vals = [fmt(float(np.interp(x, pd, pr)), 3) if min(pd) <= x <= max(pd) else "–" for x in d]
-        out.append("| procedural generator, oracle (interpolated) | " + " | ".join(vals) + " |")
+        out.append(f"| {curve['label']}, oracle (interpolated) | " + " | ".join(vals) + " |")
     out += ["", "Per layer, the oracle's recall at 0.10 / 0.15 / 0.20:", "",
             "| layer | 0.10 | 0.15 | 0.20 | oracle rel_l2 at 0.10 / 0.15 / 0.20 |", "|---|---|---|---|---|"]
     i10, i15, i20 = d.index(0.1), d.index(0.15), d.index(0.2)
@@ -487,7 +495,7 @@ def stats_lines(stats: Dict, procedural: Optional[Dict]) -> List[str]:
     return out
 
 
-def document(results: Dict, stats: Dict, procedural: Optional[Dict], pics: Dict[str, str],
+def document(results: Dict, stats: Dict, procedural: List[Dict], pics: Dict[str, str],
              frames: List[str]) -> str:
     meta = results["meta"]
     st = meta["settings"]
@@ -604,12 +612,16 @@ def main(argv=None) -> int:
     pics: Dict[str, str] = {}
     plot_psnr_vs_density(results, os.path.join(args.pictures, "psnr_vs_density.png"))
     pics["psnr"] = f"{rel}/psnr_vs_density.png"
-    procedural = None
+    procedural: List[Dict] = []
     if stats:
         if not args.no_procedural:
             cache = args.procedural_cache or os.path.join(args.pictures,
                                                           "procedural_oracle_curve.json")
-            procedural = procedural_curve(cache, (0.05, 0.10, 0.15, 0.20, 0.30, 0.50))
+            for fitted in (False, True):
+                c = cache.replace(".json", "_fitted.json") if fitted else cache
+                curve = procedural_curve(c, (0.05, 0.10, 0.15, 0.20, 0.30, 0.50), fitted)
+                if curve:
+                    procedural.append(curve)
         plot_recall_curves(stats, procedural, os.path.join(args.pictures, "oracle_recall_vs_density.png"))
         pics["recall"] = f"{rel}/oracle_recall_vs_density.png"
         plot_map_change(stats, os.path.join(args.pictures, "map_change.png"))

@@ -58,11 +58,30 @@ struct SyntheticSpec {
   int head_dim = 64;
   int batch = 1;
   unsigned seed = 42;
+  // Spreads the heads' sharpness: layer l's heads get logit scales exp(spread z),
+  // z evenly over [-1, 1] (a per-layer random order), so some heads are sharper
+  // and some nearly uniform. 0 (the default here and in the test specs): every
+  // scale 1. `moddit demo` uses kModditTinyHeadLogitSpread.
+  double head_logit_spread = 0.0;
+  // A constant vector (per head, random direction, each component value_offset
+  // times a standard normal; a token's value components have variance about 1)
+  // added to every value: it leaves the attention unchanged and lowers rel_l2 (the
+  // dense output no longer averages to nearly zero; the unfitted generator's oracle
+  // rel_l2 is over 3 times moddit-tiny's at 0.15). 0 (the default here and in the
+  // test specs): none.
+  // `moddit demo` uses kModditTinyValueOffset.
+  double value_offset = 0.0;
   // Throws moddit::Error naming a setting out of its range (with the reason),
   // before anything is generated or allocated. make_synthetic() runs it.
   void validate() const;
   std::string describe() const;  // goes into TrajectoryInfo::source
 };
+// `moddit demo`'s head_logit_spread: fitted so that the demo's default trajectory's
+// oracle recall over density follows moddit-tiny's (docs/quality/attention_stats.json).
+constexpr double kModditTinyHeadLogitSpread = 3.5;
+// `moddit demo`'s value_offset: fitted so that its oracle rel_l2 at 0.15 is near
+// moddit-tiny's (the same file).
+constexpr double kModditTinyValueOffset = 0.3;
 std::unique_ptr<TrajectorySource> make_synthetic(const SyntheticSpec& spec);
 
 }  // namespace moddit

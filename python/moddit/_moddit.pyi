@@ -16,6 +16,10 @@ class Error(ValueError):
 
 built_with_cuda: bool
 
+MODDIT_TINY_HEAD_LOGIT_SPREAD: float
+
+MODDIT_TINY_VALUE_OFFSET: float
+
 class DType(enum.Enum):
     F32 = 0
 
@@ -983,6 +987,24 @@ class SyntheticSpec:
 
     @seed.setter
     def seed(self, arg: int, /) -> None: ...
+
+    @property
+    def head_logit_spread(self) -> float:
+        """
+        Spread of the heads' sharpness (0: none; `moddit demo`: MODDIT_TINY_HEAD_LOGIT_SPREAD, fitted to moddit-tiny).
+        """
+
+    @head_logit_spread.setter
+    def head_logit_spread(self, arg: float, /) -> None: ...
+
+    @property
+    def value_offset(self) -> float:
+        """
+        A value component shared by every token (0: none; `moddit demo`: MODDIT_TINY_VALUE_OFFSET, fitted to moddit-tiny).
+        """
+
+    @value_offset.setter
+    def value_offset(self, arg: float, /) -> None: ...
 
     def describe(self) -> str: ...
 

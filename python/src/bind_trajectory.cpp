@@ -103,7 +103,15 @@ void bind_trajectory(nb::module_& m) {
       .def_rw("head_dim", &SyntheticSpec::head_dim)
       .def_rw("batch", &SyntheticSpec::batch)
       .def_rw("seed", &SyntheticSpec::seed)
+      .def_rw("head_logit_spread", &SyntheticSpec::head_logit_spread,
+              "Spread of the heads' sharpness (0: none; `moddit demo`: "
+              "MODDIT_TINY_HEAD_LOGIT_SPREAD, fitted to moddit-tiny).")
+      .def_rw("value_offset", &SyntheticSpec::value_offset,
+              "A value component shared by every token (0: none; `moddit demo`: "
+              "MODDIT_TINY_VALUE_OFFSET, fitted to moddit-tiny).")
       .def("describe", &SyntheticSpec::describe);
+  m.attr("MODDIT_TINY_HEAD_LOGIT_SPREAD") = kModditTinyHeadLogitSpread;
+  m.attr("MODDIT_TINY_VALUE_OFFSET") = kModditTinyValueOffset;
   m.def("make_synthetic", &make_synthetic, nb::arg("spec"),
         "A synthetic stand-in for a real model's trajectory (labelled as such).");
 }

@@ -106,6 +106,13 @@ void apply_synthetic_settings(const std::vector<std::string>& key_values, Synthe
                  lo, ", ", hi, "]");
     return static_cast<int>(x);
   };
+  auto to_double = [](const std::string& key, const std::string& v) {
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    MODDIT_CHECK(!v.empty() && end && *end == '\0', "synthetic setting ", key,
+                 ": expected a number, got '", v, "'");
+    return x;
+  };
   for (const std::string& kv_raw : key_values) {
     for (const std::string& kv0 : split(kv_raw, ',')) {
       const std::string kv = trim(kv0);
@@ -127,10 +134,12 @@ void apply_synthetic_settings(const std::vector<std::string>& key_values, Synthe
       else if (key == "head_dim") spec.head_dim = to_int(key, v);
       else if (key == "batch") spec.batch = to_int(key, v);
       else if (key == "seed") spec.seed = static_cast<unsigned>(to_int(key, v, 0));
+      else if (key == "head_logit_spread") spec.head_logit_spread = to_double(key, v);
+      else if (key == "value_offset") spec.value_offset = to_double(key, v);
       else
         throw Error("unknown synthetic setting '" + key +
                     "' (known: frames, height, width, text_tokens, text_valid, text_position, "
-                    "num_steps, layers, heads, head_dim, batch, seed)");
+                    "num_steps, layers, heads, head_dim, batch, seed, head_logit_spread, value_offset)");
     }
   }
 }

@@ -103,6 +103,7 @@ enum Tag : uint64_t {
   kTagText = 5,
   kTagPad = 6,
   kTagSinks = 7,
+  kTagSpread = 8,
 };
 
 struct SinkToken {
@@ -218,6 +219,11 @@ struct HeadParams {
   float sink_q = 0.f, sink_k = 0.f;  // constant components (sink pair, 1st dim)
   float text_q = 0.f, text_k = 0.f;  // the same for valid text keys (sink pair, 2nd dim)
   float gamma_min = 0.35f, drift_amp = 0.f, drift_freq = 1.f, drift_phase = 0.f;
+  // Multiplies the head's queries, so every logit of the head (SyntheticSpec::
+  // head_logit_spread; 1 when the spread is 0).
+  float logit_scale = 1.f;
+  // Added to every value of the head (SyntheticSpec::value_offset; zeros when 0).
+  std::vector<float> v_offset;
 };
 
 struct SceneObject {
@@ -254,6 +260,7 @@ class SyntheticSource final : public TrajectorySource {
     build_rotary_table();
     for (int l = 0; l < spec.layers; ++l)
       for (int h = 0; h < spec.heads; ++h) heads_.push_back(make_head(l, h));
+    spread_logit_scales();
     for (int b = 0; b < spec.batch; ++b) scenes_.push_back(make_scene(b));
   }
 
@@ -265,6 +272,7 @@ class SyntheticSource final : public TrajectorySource {
   void build_pairs();
   void build_rotary_table();
   HeadParams make_head(int layer, int head) const;
+  void spread_logit_scales();
   float neighbourhood_log_mass(const std::vector<float>& templ) const;
   Scene make_scene(int b) const;
   void noisy_latent(int b, int step, std::vector<float>& out) const;
@@ -468,7 +476,31 @@ HeadParams SyntheticSource::make_head(int layer, int head) const {
   hp.drift_amp = rng.uniform(0.05f, 0.15f);
   hp.drift_freq = rng.uniform(0.5f, 1.5f);
   hp.drift_phase = rng.uniform(0.f, static_cast<float>(2 * synthetic::kPi));
+  // Drawn last and always, so that value_offset changes nothing else.
+  hp.v_offset.resize(static_cast<size_t>(D));
+  for (float& o : hp.v_offset) o = static_cast<float>(spec_.value_offset) * rng.normal();
   return hp;
+}
+
+void SyntheticSource::spread_logit_scales() {
+  // Real DiT layers mix very sharp heads with nearly uniform ones (moddit-tiny's
+  // oracle recall still grows by 0.18 from density 0.5 to 1: a diffuse tail that
+  // the kinds alone lack). Each layer's heads get logit scales exp(spread z), z
+  // evenly over [-1, 1], in a per-layer random order (independent of the kinds).
+  if (spec_.head_logit_spread == 0.0) return;
+  const int H = spec_.heads;
+  for (int l = 0; l < spec_.layers; ++l) {
+    std::vector<int> rank(static_cast<size_t>(H));
+    for (int h = 0; h < H; ++h) rank[static_cast<size_t>(h)] = h;
+    Rng rng(key(spec_.seed, synthetic::kTagSpread, static_cast<uint64_t>(l)));
+    for (int i = H - 1; i > 0; --i)
+      std::swap(rank[static_cast<size_t>(i)], rank[static_cast<size_t>(rng.below(i + 1))]);
+    for (int h = 0; h < H; ++h) {
+      const double z = H > 1 ? -1.0 + 2.0 * rank[static_cast<size_t>(h)] / (H - 1) : 0.0;
+      heads_[static_cast<size_t>(l * H + h)].logit_scale =
+          static_cast<float>(std::exp(spec_.head_logit_spread * z));
+    }
+  }
 }
 
 Scene SyntheticSource::make_scene(int b) const {
@@ -641,6 +673,8 @@ void SyntheticSource::load(int step, int layer, HostTensor& q, HostTensor& k, Ho
         krow[static_cast<size_t>(2 * sink_pair_)] = g * hp.sink_k * sink_coef;
         krow[static_cast<size_t>(2 * sink_pair_ + 1)] =
             sc.is_text[static_cast<size_t>(n)] ? g * hp.text_k : 0.f;
+        const float ls = hp.logit_scale;
+        for (float& x : qrow) x *= ls;
         float* qo = qd + h * D;
         float* ko = kd + h * D;
         if (video) {
@@ -663,7 +697,7 @@ void SyntheticSource::load(int step, int layer, HostTensor& q, HostTensor& k, Ho
           const float* wv = &hp.wv[static_cast<size_t>(d * kChannels)];
           float a = 0.f;
           for (int c = 0; c < kChannels; ++c) a += wv[c] * x[c];
-          vo[d] = v_gain * a;
+          vo[d] = v_gain * a + hp.v_offset[static_cast<size_t>(d)];
         }
       }
     }
@@ -688,6 +722,13 @@ void SyntheticSpec::validate() const {
   MODDIT_CHECK(head_dim % 2 == 0, "synthetic: head_dim must be even (3D rotary pairs), got ",
                head_dim);
   check_range(batch, 1, 64, "synthetic: batch", "the generator keeps one scene per batch item");
+  MODDIT_CHECK(std::isfinite(head_logit_spread) && head_logit_spread >= 0.0 &&
+                   head_logit_spread <= 4.0,
+               "synthetic: head_logit_spread must be in [0, 4] (heads' logit scales "
+               "exp(+-spread)), got ", head_logit_spread);
+  MODDIT_CHECK(std::isfinite(value_offset) && value_offset >= 0.0 && value_offset <= 100.0,
+               "synthetic: value_offset must be in [0, 100] (a shared value component, in "
+               "units of a token's value scale), got ", value_offset);
   const TokenLayout t = synthetic::layout_of(*this);
   t.validate();
   // q, k and v of one (step, layer) in f32, held at once by every consumer.
@@ -703,7 +744,12 @@ std::string SyntheticSpec::describe() const {
   if (text_position != "none") os << ", " << text_tokens << " text tokens (" << text_valid
                                   << " valid) " << text_position << " the video";
   os << ", " << layers << " layers x " << heads << " heads, head_dim " << head_dim << ", batch "
-     << batch << ", " << num_steps << " steps; head kinds per layer (S spatial, T temporal, "
+     << batch << ", " << num_steps << " steps";
+  if (head_logit_spread != 0.0) os << ", head logit spread " << head_logit_spread;
+  if (value_offset != 0.0) os << ", value offset " << value_offset;
+  if (head_logit_spread == kModditTinyHeadLogitSpread && value_offset == kModditTinyValueOffset)
+    os << " (moddit demo's spec: oracle statistics fitted to moddit-tiny's, still a stand-in)";
+  os << "; head kinds per layer (S spatial, T temporal, "
      << "G global/sink, M mixed):";
   if (heads > 0 && layers > 0 && layers <= 64) {
     for (int l = 0; l < layers; ++l) {
