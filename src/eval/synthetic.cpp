@@ -674,7 +674,7 @@ void SyntheticSource::load(int step, int layer, HostTensor& q, HostTensor& k, Ho
         krow[static_cast<size_t>(2 * sink_pair_ + 1)] =
             sc.is_text[static_cast<size_t>(n)] ? g * hp.text_k : 0.f;
         const float ls = hp.logit_scale;
-        for (float& x : qrow) x *= ls;
+        for (float& qv : qrow) qv *= ls;
         float* qo = qd + h * D;
         float* ko = kd + h * D;
         if (video) {
