@@ -20,6 +20,9 @@ step "tests under AddressSanitizer + UBSan (CPU code)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMODDIT_SANITIZE=ON -DMODDIT_CUDA=OFF \
   -DMODDIT_NATIVE=OFF >/dev/null
 cmake --build build-asan -j "$jobs"
+# Tests named *Slow* (over ~5 s in Release, or over ~30 s under ASan: the
+# numeric evaluations on larger grids, whose code the fast tests cover) run in the
+# Release pass only.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -E 'Slow|slow'
 

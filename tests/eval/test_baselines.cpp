@@ -117,7 +117,7 @@ TEST(Oracle, KeepsMostMassOfAnyMaskWithTheDiagonal) {
   }
 }
 
-TEST(Oracle, RecallAtLeastEveryPolicyAtEqualDensity) {
+TEST(Oracle, RecallAtLeastEveryPolicyAtEqualDensitySlow) {
   const TokenLayout t = video_layout(4, 8, 16);  // 512 video tokens, 8 blocks of 64
   test::RandomTrajectory traj(t, 8, 2, 1, 4, 64, 5u);
   EvalSettings s;

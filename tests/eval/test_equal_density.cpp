@@ -176,7 +176,7 @@ TEST(EqualDensity, RunnerSweepsOnlyOffTargetPoliciesAndFillsEveryPoint) {
 
 // Sparse-vDiT on 2 scored steps x 1 layer x 2 heads: four decisions, so one
 // head's move is coarser than the tolerance and the runner brackets the target.
-TEST(EqualDensity, RunnerBracketsACoarsePolicyAndInterpolates) {
+TEST(EqualDensity, RunnerBracketsACoarsePolicyAndInterpolatesSlow) {
   test::StructuredTrajectory traj(small_layout(), 6, 1, 2, 32, 5u);
   EvalSettings s;
   s.config.block_size = 64;

@@ -34,7 +34,7 @@ EvalSettings small_settings(const std::string& policies, double density) {
   return s;
 }
 
-TEST(EvalMetrics, RecallRelL2DensityMatchNaiveDouble) {
+TEST(EvalMetrics, RecallRelL2DensityMatchNaiveDoubleSlow) {
   const TokenLayout tokens = text_before_layout();
   test::RandomTrajectory traj(tokens, /*steps=*/7, /*layers=*/1, /*batch=*/2, /*heads=*/2,
                               /*dim=*/64, 1234u);

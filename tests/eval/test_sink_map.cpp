@@ -71,7 +71,7 @@ EvalResult run_sink_eval(double target) {
   return run_evaluation(traj, s);
 }
 
-TEST(SinkMap, MassGetsNinetyPercentOfTheOracleOnSinkHeadsAtThePapersEta) {
+TEST(SinkMap, MassGetsNinetyPercentOfTheOracleOnSinkHeadsAtThePapersEtaSlow) {
   const EvalResult r = run_sink_eval(0.15);
   ASSERT_EQ(r.policies.size(), 4u);
   const std::string eq2 = r.policies[1].label, mass = r.policies[2].label,

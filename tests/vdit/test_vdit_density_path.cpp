@@ -152,7 +152,7 @@ TEST(VditDensityPath, WeightsSetWhatCountsAndUnusedStepsStayFull) {
   EXPECT_THROW(decide_vdit_density(t, 0.0), Error);
 }
 
-TEST(VditDensityPath, StructuredTrajectoryLossNeverRisesWithTheTarget) {
+TEST(VditDensityPath, StructuredTrajectoryLossNeverRisesWithTheTargetSlow) {
   const TokenLayout tokens = vdit_test::layout(3, 12, 16, 40, 30, TextPosition::Before);
   test::StructuredTrajectory traj(tokens, 4, 2, 8, 16, 5);
   VditSearchOptions o;

@@ -9,7 +9,7 @@
 
 using namespace moddit;
 
-TEST(VditInEval, RunsAtTheTargetDensityAndReportsHeadModes) {
+TEST(VditInEval, RunsAtTheTargetDensityAndReportsHeadModesSlow) {
   SyntheticSpec spec;
   spec.frames = 3;
   spec.height = 8;
