@@ -26,6 +26,11 @@ void CandidateRunner::load(size_t s, const HostTensor& q, const HostTensor& k,
   MODDIT_CHECK(s < staged_.size(), "search: source ", s, " out of ", staged_.size());
   MODDIT_CHECK(q.dtype == DType::F32 && k.dtype == DType::F32 && v.dtype == DType::F32,
                "search: candidate inputs must be f32 on the host");
+  MODDIT_CHECK(same_shape(k.shape, q.shape) && same_shape(v.shape, q.shape),
+               "search: k [", k.shape[0], ", ", k.shape[1], ", ", k.shape[2], ", ", k.shape[3],
+               "] and v [", v.shape[0], ", ", v.shape[1], ", ", v.shape[2], ", ", v.shape[3],
+               "] must have q's shape [", q.shape[0], ", ", q.shape[1], ", ", q.shape[2], ", ",
+               q.shape[3], "]");
   Staged& st = staged_[s];
   st.q = &q;
   st.k = &k;
@@ -76,8 +81,7 @@ void CandidateRunner::run(size_t s, const BlockLayout* layout, HostTensor& out) 
   call.out = make_view(st.dout.get(), DType::BF16, Layout::NHD, B, N, H, D, dev, idx);
   backend_.attention(call);
   scratch_.resize(size_t(out.numel()));
-  backend_.copy_to_host(scratch_.data(), st.dout.get(), st.bytes);
-  backend_.synchronize();
+  backend_.copy_to_host(scratch_.data(), st.dout.get(), st.bytes);  // waits for the stream
   float* dst = out.f32();
   for (size_t i = 0; i < scratch_.size(); ++i) dst[i] = bf16_to_f32(scratch_[i]);
 }

@@ -6,6 +6,7 @@
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
 #include "moddit/sparse_vdit.hpp"
+#include "vdit/candidate_runner.hpp"
 #include "vdit_test_util.hpp"
 
 using namespace moddit;
@@ -176,4 +177,21 @@ TEST(VditSearch, DropBatchItemsKeepsTheLaterItems) {
     ASSERT_EQ(v1.f32()[i], v.f32()[2 * item + i]);
   }
   EXPECT_THROW(drop_batch_items(std::move(sliced), 1), Error);
+}
+
+// The search's candidate runner refuses K or V whose shape is not Q's, before it
+// reads them (the GPU path converts all three with Q's element count).
+TEST(VditSearch, CandidateRunnerRefusesKeysOfAnotherShape) {
+  Fixture f;
+  vdit::CandidateRunner runner(*f.cpu, f.tokens, 64, 1);
+  const int64_t N = f.tokens.total_tokens();
+  HostTensor q(DType::F32, 1, N, 2, 16), k(DType::F32, 1, N - 1, 2, 16), v = q;
+  try {
+    runner.load(0, q, k, v);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("must have q's shape"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(runner.load(0, q, q, HostTensor(DType::F32, 1, N, 2, 8)), Error);
+  runner.load(0, q, q, q);  // the same shapes load
 }

@@ -9,7 +9,7 @@ recall and rel_l2 of the attention along the run (docs/QUALITY.md).
   baselines    oracle, window, radial and SVG as Session policies
   hooks        the attention hook: policy inputs, warm-up, shadow metrics
   stats        the trained model's attention statistics (dense run)
-  calibration  Sparse-vDiT's calibration recording and background search
+  calibration  Sparse-vDiT's calibration recording and search (on the evaluation's device)
   plan, run    what is run, in priority order, within a time budget
   cli          `python -m moddit.quality` / scripts/quality.py
 """

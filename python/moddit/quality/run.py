@@ -476,13 +476,16 @@ class Evaluation:
         return out
 
     def execute(self) -> None:
-        pending = self.configs()
-        self.results["plan"] = [c.name for c in pending]
-        while pending:
-            cfg = self._next(pending)
-            if cfg is None:
-                break
-            pending.remove(cfg)
+        """Every planned run in priority order: Sparse-vDiT runs without a search
+        table and runs that would not fit in the budget are skipped with the reason."""
+        plan = self.configs()
+        self.results["plan"] = [c.name for c in plan]
+        for cfg in plan:
+            if cfg.policy == "sparse_vdit" and (self.search is None or self.search.table is None):
+                why = (self.results["errors"].get("calibration")
+                       or (self.search.error if self.search else None) or "no calibration")
+                self._skip(cfg, f"Sparse-vDiT search unavailable: {why}")
+                continue
             est = self.estimate(cfg)
             if est > self.left():
                 self._skip(cfg, f"estimated {est:.1f} s, {max(0.0, self.left()):.1f} s left")
@@ -494,28 +497,11 @@ class Evaluation:
                                                     + traceback.format_exc()[-1500:])
                 self.log(f"{cfg.name} FAILED: {type(e).__name__}: {e}")
                 self.save()
-        for cfg in pending:
-            self._skip(cfg, "Sparse-vDiT search unavailable" if cfg.policy == "sparse_vdit"
-                       else "not reached")
 
     def _skip(self, cfg, why: str) -> None:
         self.results["skipped"].append({"name": cfg.name, "why": why})
         self.log(f"skipped {cfg.name}: {why}")
         self.save()
-
-    def _next(self, pending: List[planmod.RunConfig]):
-        """The first pending run in priority order; Sparse-vDiT runs without a
-        search table are skipped with the reason."""
-        while pending:
-            cfg = pending[0]
-            if cfg.policy == "sparse_vdit" and (self.search is None or self.search.table is None):
-                why = (self.results["errors"].get("calibration")
-                       or (self.search.error if self.search else None) or "no calibration")
-                pending.remove(cfg)
-                self._skip(cfg, f"Sparse-vDiT search unavailable: {why}")
-                continue
-            return cfg
-        return None
 
     # --- pictures and the end -----------------------------------------------------------
     def write_frames(self) -> None:
