@@ -1,6 +1,6 @@
 // The CUDA backend: validates a call before any launch, keeps device copies of
 // the block grid, head subsets and layouts (cached by content, since a pipeline
-// reuses them call after call), orders the rows (longest_first) and
+// reuses them call after call), schedules the rows (cuda::schedule_rows) and
 // launches the forward kernel and, when asked, the map pass.
 //
 // Everything is queued on the caller's stream (set_stream): launches, memsets,
@@ -20,6 +20,7 @@
 #include "cuda/attention_launch.hpp"
 #include "cuda/fp8_quantize.hpp"
 #include "cuda/moddit_device_engine.hpp"
+#include "cuda/moddit_step.hpp"
 #include "moddit/backend.hpp"
 #include "moddit/error.hpp"
 
@@ -157,41 +158,18 @@ class IntCache {
   std::list<DeviceInts> entries_;
 };
 
-// The schedule: the rows of each (batch, head) together, heads by total cost
-// (64-key tiles) largest first, rows by cost within a head largest first (ties in
-// index order); CudaOptions::group_rows_by_head = false: plain longest-first. The
-// GPU MOD-DiT step builds the same order on the device (moddit_step.cu,
-// schedule_rows; tests/gpu/test_cuda_schedule.cpp checks both against one
-// reference). Host layouts keep this host copy: ordering them on the device broke
-// the ring-chunk calls (docs/LOG.md, 2026-12-02).
-std::vector<int32_t> longest_first(const BlockLayout& l, const BlockGrid& grid, bool grouped) {
-  const int64_t rows = l.rows();
-  const int nb = l.num_q_blocks;
+// Each row's cost for the schedule: its key blocks' 64-key tiles (the same unit
+// as the GPU MOD-DiT step's layout rows, moddit_step.hpp).
+std::vector<int32_t> row_costs(const BlockLayout& l, const BlockGrid& grid) {
   std::vector<int32_t> tiles_of(grid.num_blocks());
   for (int b = 0; b < grid.num_blocks(); ++b) tiles_of[b] = (grid.block_len(b) + 63) / 64;
-  std::vector<int32_t> cost(rows);
-  const int64_t groups = grouped ? rows / nb : 1;
-  std::vector<int64_t> group_cost(groups, 0);
-  for (int64_t r = 0; r < rows; ++r) {
+  std::vector<int32_t> cost(size_t(l.rows()));
+  for (int64_t r = 0; r < l.rows(); ++r) {
     int32_t c = 0;
     for (int32_t i = l.row_ptr[r]; i < l.row_ptr[r + 1]; ++i) c += tiles_of[l.col_idx[i]];
     cost[r] = c;
-    group_cost[grouped ? r / nb : 0] += c;
   }
-  std::vector<int32_t> group_order(groups);
-  for (int64_t g = 0; g < groups; ++g) group_order[g] = static_cast<int32_t>(g);
-  std::stable_sort(group_order.begin(), group_order.end(),
-                   [&](int32_t a, int32_t b) { return group_cost[a] > group_cost[b]; });
-  std::vector<int32_t> order;
-  order.reserve(rows);
-  for (int32_t g : group_order) {
-    const size_t first = order.size();
-    const int64_t len = grouped ? nb : rows;
-    for (int64_t q = 0; q < len; ++q) order.push_back(static_cast<int32_t>(int64_t(g) * len + q));
-    std::stable_sort(order.begin() + first, order.end(),
-                     [&](int32_t a, int32_t b) { return cost[a] > cost[b]; });
-  }
-  return order;
+  return cost;
 }
 
 bool is_device_pointer(const void* ptr, int device) {
@@ -412,12 +390,13 @@ class CudaBackend final : public Backend {
   }
   // Device copies of a layout and its schedule, kept while the content repeats
   // (a pipeline reuses a layout for many calls). A hit costs one memcmp of the
-  // host arrays; a miss validates the content, orders the rows (longest_first)
-  // and uploads both. The shape
+  // host arrays; a miss validates the content, uploads it and its row costs, and
+  // schedules the rows on the device (cuda::schedule_rows, as the GPU MOD-DiT step
+  // does for its own layouts: one schedule). The shape
   // against the call (a chunk call's key blocks included) is not the cache's
   // business: attention() checks it on every call, hit or miss.
   struct LayoutEntry {
-    std::vector<int32_t> row_ptr_h, col_idx_h, starts_h, order_h;
+    std::vector<int32_t> row_ptr_h, col_idx_h, starts_h, cost_h;
     int batch = 0, heads = 0, q_blocks = 0, k_blocks = 0;
     std::shared_ptr<void> row_ptr, col_idx, order;
   };
@@ -439,7 +418,7 @@ class CudaBackend final : public Backend {
     e.heads = l.heads;
     e.q_blocks = l.num_q_blocks;
     e.k_blocks = l.num_k_blocks;
-    e.order_h = longest_first(l, grid, options_.group_rows_by_head);
+    e.cost_h = row_costs(l, grid);
     layout_cache_.push_front(std::move(e));
     // Uploaded from the entry's own host arrays (alive as long as the entry), in
     // stream order: an evicted entry's buffers are freed after the kernels that
@@ -456,13 +435,33 @@ class CudaBackend final : public Backend {
     try {
       f.row_ptr = up(f.row_ptr_h);
       f.col_idx = up(f.col_idx_h);
-      f.order = up(f.order_h);
+      f.order = schedule(f.cost_h, l.num_q_blocks);
     } catch (...) {
       layout_cache_.pop_front();  // never leave an entry without its device copies
       throw;
     }
     if (layout_cache_.size() > 8) layout_cache_.pop_back();
     return layout_cache_.front();
+  }
+  // The order the kernel takes the rows in (CudaOptions::group_rows_by_head):
+  // grouped by head, a head's K/V stays in L2 while its rows run, and longest
+  // first, the last wave is the cheapest work. Uploads the row costs and sorts
+  // them on the stream; the scratch is freed in stream order.
+  std::shared_ptr<void> schedule(const std::vector<int32_t>& cost, int nb) {
+    const int64_t rows = int64_t(cost.size());
+    MODDIT_CHECK(rows < (int64_t(1) << 31), "attention: too many layout rows (", rows, ")");
+    auto order = device_alloc(mem_, cost.size() * sizeof(int32_t));
+    if (rows == 0) return order;
+    const int group = options_.group_rows_by_head ? nb : int(rows);  // lpt: one group
+    auto cost_d = device_alloc(mem_, cost.size() * sizeof(int32_t));
+    check(cudaMemcpyAsync(cost_d.get(), cost.data(), cost.size() * sizeof(int32_t),
+                          cudaMemcpyHostToDevice, stream_),
+          "upload row costs");
+    const size_t bytes = cuda::schedule_scratch_bytes(rows, group);
+    auto scratch = device_alloc(mem_, bytes);
+    cuda::schedule_rows(static_cast<const int32_t*>(cost_d.get()), rows, group,
+                        static_cast<int32_t*>(order.get()), scratch.get(), bytes, stream_);
+    return order;
   }
   // The FP8 operands of a call (fp8_operands.hpp), carved from one buffer that
   // only grows (freed in stream order when it does).
