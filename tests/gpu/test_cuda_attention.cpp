@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "edge_cases.hpp"
 #include "gpu_test_util.hpp"
 
 namespace moddit::gputest {
@@ -24,14 +25,11 @@ struct Fixture : GpuCpuTest {
     EXPECT_EQ(r.map_written_wrong, 0);
     EXPECT_EQ(r.map_mismatch, 0) << "straddling pairs allowed: " << r.map_straddle;
   }
+  void expect_close(const Case& c) { expect_close(c, run_case(*gpu, *cpu, c)); }
 };
 
 TEST_F(Fixture, DenseWanLikeUnalignedFramesPartialBlock) {
-  Case c;
-  c.tokens = video(3, 10, 13);  // P = 130, N = 390: 3 full blocks and one of 6
-  c.seed = 11;
-  const Outcome r = run_case(*gpu, *cpu, c);
-  expect_close(c, r);
+  expect_close(edge::partial_last_block(11));
 }
 
 TEST_F(Fixture, SparseHndF16WithMap) {
@@ -42,62 +40,27 @@ TEST_F(Fixture, SparseHndF16WithMap) {
   c.mask = Case::Mask::Random;
   c.density = 0.5;
   c.seed = 12;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(c);
 }
 
 TEST_F(Fixture, TextBeforePaddedBlock64Batch2) {
-  Case c;
-  c.tokens = with_text(video(2, 12, 12), TextPosition::Before, 77, 60);  // N = 365
-  c.B = 2;
-  c.H = 2;
-  c.D = 64;
-  c.block_size = 64;
-  c.mask = Case::Mask::Random;
-  c.density = 0.4;
-  c.seed = 13;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::text_before_block64_batch2(13));
 }
 
-// Text before the video with 128-token blocks: the Hopper map pass skips the
-// text query blocks and the live text key blocks at the front of each row.
 TEST_F(Fixture, TextBeforeBlock128SparseWithMap) {
-  Case c;
-  c.tokens = with_text(video(4, 8, 16), TextPosition::Before, 300, 211);  // 3 text blocks
-  c.H = 3;
-  c.mask = Case::Mask::Random;
-  c.density = 0.35;
-  c.seed = 21;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::text_before_block128_sparse(21));
 }
+
 TEST_F(Fixture, TextAfterPaddedHeadSubsetF16) {
-  Case c;
-  c.tokens = with_text(video(3, 8, 16), TextPosition::After, 50, 33);  // N = 434
-  c.B = 2;
-  c.H = 3;
-  c.dtype = DType::F16;
-  c.heads = {0, 2};
-  c.mask = Case::Mask::Random;
-  c.density = 0.3;
-  c.seed = 14;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::text_after_head_subset_f16(14));
 }
 
 TEST_F(Fixture, DiagonalOnlyMask) {
-  Case c;
-  c.tokens = with_text(video(5, 7, 9), TextPosition::Before, 40, 40);
-  c.D = 64;
-  c.mask = Case::Mask::Diagonal;
-  c.seed = 15;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::diagonal_only(15));
 }
 
 TEST_F(Fixture, FullLayoutMatchesDense) {
-  Case c;
-  c.tokens = video(2, 15, 17);  // N = 510
-  c.mask = Case::Mask::FullLayout;
-  c.layout = Layout::HND;
-  c.seed = 16;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::full_layout_hnd(16));
 }
 
 TEST_F(Fixture, DenseDim64Block64NoMapBf16) {
@@ -108,7 +71,7 @@ TEST_F(Fixture, DenseDim64Block64NoMapBf16) {
   c.block_size = 64;
   c.with_map = false;
   c.seed = 17;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(c);
 }
 
 TEST_F(Fixture, LargerSparseDim128) {
@@ -118,43 +81,23 @@ TEST_F(Fixture, LargerSparseDim128) {
   c.density = 0.2;
   c.seed = 18;
   c.q_scale = 2.0f;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(c);
 }
 
-// More work items than SMs, so that each persistent CTA of the Hopper kernel
-// takes several (its Q slots, barrier phases and key stages wrap across items),
-// with text after the video and both passes.
+// More work items than SMs (edge_cases.hpp), with both passes.
 TEST_F(Fixture, ManyItemsPerCtaDim128) {
-  Case c;
-  c.tokens = with_text(video(8, 16, 20), TextPosition::After, 60, 41);  // N = 2620: 21 blocks
-  c.B = 2;
-  c.H = 12;  // 504 items
-  c.mask = Case::Mask::Random;
-  c.density = 0.3;
-  c.seed = 19;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::many_items_sparse(19));
 }
 
 TEST_F(Fixture, ManyItemsPerCtaDim64Dense) {
-  Case c;
-  c.tokens = with_text(video(6, 16, 16), TextPosition::Before, 70, 52);  // N = 1606: 13 blocks
-  c.B = 2;
-  c.H = 16;  // 416 items
-  c.D = 64;
-  c.seed = 20;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::many_items_dim64_dense(20));
 }
 
-// Fresh inputs on every run: the same case with a seed from the clock.
+// Fresh inputs on every run.
 TEST_F(Fixture, FreshRandomSeed) {
-  Case c;
-  c.tokens = with_text(video(3, 9, 14), TextPosition::Before, 45, 31);
-  c.B = 2;
-  c.mask = Case::Mask::Random;
-  c.density = 0.35;
-  c.seed = static_cast<uint32_t>(std::random_device{}());
+  const Case c = edge::fresh_seed();
   SCOPED_TRACE(c.seed);
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(c);
 }
 
 // A layout row with no live block: zeros and LSE -inf.
@@ -230,12 +173,7 @@ TEST_F(Fixture, BadInputThrowsBeforeLaunch) {
 TEST_F(Fixture, MapCountByCompare) {
   std::shared_ptr<Backend> compare = cuda_backend_counting_by_compare();
   for (TextPosition pos : {TextPosition::Before, TextPosition::After}) {
-    Case c;
-    c.tokens = with_text(video(3, 8, 16), pos, 150, 97);
-    c.B = 2;
-    c.mask = Case::Mask::Random;
-    c.density = 0.4;
-    c.seed = pos == TextPosition::Before ? 22 : 23;
+    const Case c = edge::map_by_compare(pos, pos == TextPosition::Before ? 22 : 23);
     expect_close(c, run_case(*compare, *cpu, c));
   }
 }

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "edge_cases.hpp"
 #include "gpu_test_util.hpp"
 
 namespace moddit::gputest {
@@ -137,10 +138,7 @@ struct Fp8Fixture : GpuCpuTest {
 };
 
 TEST_F(Fp8Fixture, DenseDim128PartialBlock) {
-  Case c;
-  c.tokens = video(3, 10, 13);  // N = 390: 3 full blocks and one of 6
-  c.seed = 31;
-  check(c);
+  check(edge::partial_last_block(31));
 }
 
 TEST_F(Fp8Fixture, DenseDim64HndF16) {
@@ -154,71 +152,31 @@ TEST_F(Fp8Fixture, DenseDim64HndF16) {
 }
 
 TEST_F(Fp8Fixture, TextBeforePaddedSparseBatch2) {
-  Case c;
-  c.tokens = with_text(video(4, 8, 16), TextPosition::Before, 300, 211);
+  Case c = edge::text_before_block128_sparse(33);
   c.B = 2;
-  c.H = 3;
-  c.mask = Case::Mask::Random;
-  c.density = 0.35;
-  c.seed = 33;
   check(c);
 }
 
 TEST_F(Fp8Fixture, TextAfterPaddedHeadSubsetF16Dim64) {
-  Case c;
-  c.tokens = with_text(video(3, 8, 16), TextPosition::After, 50, 33);
-  c.B = 2;
-  c.H = 3;
+  Case c = edge::text_after_head_subset_f16(34);
   c.D = 64;
-  c.dtype = DType::F16;
-  c.heads = {0, 2};
-  c.mask = Case::Mask::Random;
-  c.density = 0.3;
-  c.seed = 34;
   check(c);
 }
 
 TEST_F(Fp8Fixture, DiagonalOnlyAndFullLayout) {
-  Case c;
-  c.tokens = with_text(video(5, 7, 9), TextPosition::Before, 40, 40);
-  c.D = 64;
-  c.mask = Case::Mask::Diagonal;
-  c.seed = 35;
-  check(c);
-  c.tokens = video(2, 15, 17);
-  c.D = 128;
-  c.mask = Case::Mask::FullLayout;
-  c.layout = Layout::HND;
-  c.seed = 36;
-  check(c);
+  check(edge::diagonal_only(35));
+  check(edge::full_layout_hnd(36));
 }
 
-// More items than SMs: Q slots, barrier phases and the 4 (forward) or 8 (map)
-// FP8 stages wrap across items.
+// More items than SMs (edge_cases.hpp): the 4 (forward) or 8 (map) FP8 stages
+// wrap across items too.
 TEST_F(Fp8Fixture, ManyItemsPerCta) {
-  Case c;
-  c.tokens = with_text(video(8, 16, 20), TextPosition::After, 60, 41);  // N = 2620
-  c.B = 2;
-  c.H = 12;
-  c.mask = Case::Mask::Random;
-  c.density = 0.3;
-  c.seed = 37;
-  check(c);
-  c.tokens = with_text(video(6, 16, 16), TextPosition::Before, 70, 52);
-  c.H = 16;
-  c.D = 64;
-  c.mask = Case::Mask::Dense;
-  c.seed = 38;
-  check(c);
+  check(edge::many_items_sparse(37));
+  check(edge::many_items_dim64_dense(38));
 }
 
 TEST_F(Fp8Fixture, FreshRandomSeed) {
-  Case c;
-  c.tokens = with_text(video(3, 9, 14), TextPosition::Before, 45, 31);
-  c.B = 2;
-  c.mask = Case::Mask::Random;
-  c.density = 0.35;
-  c.seed = static_cast<uint32_t>(std::random_device{}());
+  const Case c = edge::fresh_seed();
   SCOPED_TRACE(c.seed);
   check(c);
 }
@@ -227,13 +185,7 @@ TEST_F(Fp8Fixture, FreshRandomSeed) {
 TEST_F(Fp8Fixture, MapCountByCompare) {
   std::shared_ptr<Backend> compare_backend = cuda_backend_counting_by_compare();
   std::swap(gpu, compare_backend);
-  Case c;
-  c.tokens = with_text(video(3, 8, 16), TextPosition::Before, 150, 97);
-  c.B = 2;
-  c.mask = Case::Mask::Random;
-  c.density = 0.4;
-  c.seed = 39;
-  check(c);
+  check(edge::map_by_compare(TextPosition::Before, 39));
   std::swap(gpu, compare_backend);
 }
 

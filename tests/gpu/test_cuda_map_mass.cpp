@@ -8,6 +8,7 @@
 
 #include <random>
 
+#include "edge_cases.hpp"
 #include "gpu_test_util.hpp"
 
 namespace moddit::gputest {
@@ -27,22 +28,11 @@ struct MassMap : GpuCpuTest {
 };
 
 TEST_F(MassMap, DensePartialLastBlockBlock128) {
-  Case c;
-  c.tokens = video(3, 10, 13);  // N = 390: 3 full blocks and one of 6
-  c.seed = 21;
-  expect_mass_matches(c);
+  expect_mass_matches(edge::partial_last_block(21));
 }
 
 TEST_F(MassMap, TextBeforePaddedBlock64Batch2Sparse) {
-  Case c;
-  c.tokens = with_text(video(2, 12, 12), TextPosition::Before, 77, 60);  // N = 365
-  c.B = 2;
-  c.D = 64;
-  c.block_size = 64;
-  c.mask = Case::Mask::Random;
-  c.density = 0.4;
-  c.seed = 22;
-  expect_mass_matches(c);
+  expect_mass_matches(edge::text_before_block64_batch2(22));
 }
 
 TEST_F(MassMap, TextAfterPaddedHeadSubsetF16Block128) {
