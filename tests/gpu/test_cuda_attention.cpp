@@ -8,33 +8,13 @@
 #include <cstdlib>
 #include <limits>
 
+#include "edge_cases.hpp"
 #include "gpu_test_util.hpp"
-#include "moddit/error.hpp"
 
 namespace moddit::gputest {
 namespace {
 
-TokenLayout video(int64_t f, int64_t h, int64_t w) {
-  TokenLayout t;
-  t.frames = f;
-  t.height = h;
-  t.width = w;
-  return t;
-}
-TokenLayout with_text(TokenLayout t, TextPosition pos, int64_t tokens, int64_t valid) {
-  t.text_position = pos;
-  t.text_tokens = tokens;
-  t.text_valid = valid;
-  return t;
-}
-
-struct Fixture : ::testing::Test {
-  std::shared_ptr<Backend> gpu, cpu;
-  void SetUp() override {
-    if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-    gpu = make_cuda_backend(0, cuda_options_from_environment());
-    cpu = make_cpu_backend(0);
-  }
+struct Fixture : GpuCpuTest {
   // bf16 operands: P is rounded to 16 bits before P.V, so ~1e-3..1e-2 relative.
   void expect_close(const Case& c, const Outcome& r) {
     const double tol = c.dtype == DType::BF16 ? 2e-2 : 5e-3;
@@ -45,14 +25,11 @@ struct Fixture : ::testing::Test {
     EXPECT_EQ(r.map_written_wrong, 0);
     EXPECT_EQ(r.map_mismatch, 0) << "straddling pairs allowed: " << r.map_straddle;
   }
+  void expect_close(const Case& c) { expect_close(c, run_case(*gpu, *cpu, c)); }
 };
 
 TEST_F(Fixture, DenseWanLikeUnalignedFramesPartialBlock) {
-  Case c;
-  c.tokens = video(3, 10, 13);  // P = 130, N = 390: 3 full blocks and one of 6
-  c.seed = 11;
-  const Outcome r = run_case(*gpu, *cpu, c);
-  expect_close(c, r);
+  expect_close(edge::partial_last_block(11));
 }
 
 TEST_F(Fixture, SparseHndF16WithMap) {
@@ -63,62 +40,27 @@ TEST_F(Fixture, SparseHndF16WithMap) {
   c.mask = Case::Mask::Random;
   c.density = 0.5;
   c.seed = 12;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(c);
 }
 
 TEST_F(Fixture, TextBeforePaddedBlock64Batch2) {
-  Case c;
-  c.tokens = with_text(video(2, 12, 12), TextPosition::Before, 77, 60);  // N = 365
-  c.B = 2;
-  c.H = 2;
-  c.D = 64;
-  c.block_size = 64;
-  c.mask = Case::Mask::Random;
-  c.density = 0.4;
-  c.seed = 13;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::text_before_block64_batch2(13));
 }
 
-// Text before the video with 128-token blocks: the Hopper map pass skips the
-// text query blocks and the live text key blocks at the front of each row.
 TEST_F(Fixture, TextBeforeBlock128SparseWithMap) {
-  Case c;
-  c.tokens = with_text(video(4, 8, 16), TextPosition::Before, 300, 211);  // 3 text blocks
-  c.H = 3;
-  c.mask = Case::Mask::Random;
-  c.density = 0.35;
-  c.seed = 21;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::text_before_block128_sparse(21));
 }
+
 TEST_F(Fixture, TextAfterPaddedHeadSubsetF16) {
-  Case c;
-  c.tokens = with_text(video(3, 8, 16), TextPosition::After, 50, 33);  // N = 434
-  c.B = 2;
-  c.H = 3;
-  c.dtype = DType::F16;
-  c.heads = {0, 2};
-  c.mask = Case::Mask::Random;
-  c.density = 0.3;
-  c.seed = 14;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::text_after_head_subset_f16(14));
 }
 
 TEST_F(Fixture, DiagonalOnlyMask) {
-  Case c;
-  c.tokens = with_text(video(5, 7, 9), TextPosition::Before, 40, 40);
-  c.D = 64;
-  c.mask = Case::Mask::Diagonal;
-  c.seed = 15;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::diagonal_only(15));
 }
 
 TEST_F(Fixture, FullLayoutMatchesDense) {
-  Case c;
-  c.tokens = video(2, 15, 17);  // N = 510
-  c.mask = Case::Mask::FullLayout;
-  c.layout = Layout::HND;
-  c.seed = 16;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::full_layout_hnd(16));
 }
 
 TEST_F(Fixture, DenseDim64Block64NoMapBf16) {
@@ -129,7 +71,7 @@ TEST_F(Fixture, DenseDim64Block64NoMapBf16) {
   c.block_size = 64;
   c.with_map = false;
   c.seed = 17;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(c);
 }
 
 TEST_F(Fixture, LargerSparseDim128) {
@@ -139,43 +81,23 @@ TEST_F(Fixture, LargerSparseDim128) {
   c.density = 0.2;
   c.seed = 18;
   c.q_scale = 2.0f;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(c);
 }
 
-// More work items than SMs, so that each persistent CTA of the Hopper kernel
-// takes several (its Q slots, barrier phases and key stages wrap across items),
-// with text after the video and both passes.
+// More work items than SMs (edge_cases.hpp), with both passes.
 TEST_F(Fixture, ManyItemsPerCtaDim128) {
-  Case c;
-  c.tokens = with_text(video(8, 16, 20), TextPosition::After, 60, 41);  // N = 2620: 21 blocks
-  c.B = 2;
-  c.H = 12;  // 504 items
-  c.mask = Case::Mask::Random;
-  c.density = 0.3;
-  c.seed = 19;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::many_items_sparse(19));
 }
 
 TEST_F(Fixture, ManyItemsPerCtaDim64Dense) {
-  Case c;
-  c.tokens = with_text(video(6, 16, 16), TextPosition::Before, 70, 52);  // N = 1606: 13 blocks
-  c.B = 2;
-  c.H = 16;  // 416 items
-  c.D = 64;
-  c.seed = 20;
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(edge::many_items_dim64_dense(20));
 }
 
-// Fresh inputs on every run: the same case with a seed from the clock.
+// Fresh inputs on every run.
 TEST_F(Fixture, FreshRandomSeed) {
-  Case c;
-  c.tokens = with_text(video(3, 9, 14), TextPosition::Before, 45, 31);
-  c.B = 2;
-  c.mask = Case::Mask::Random;
-  c.density = 0.35;
-  c.seed = static_cast<uint32_t>(std::random_device{}());
+  const Case c = edge::fresh_seed();
   SCOPED_TRACE(c.seed);
-  expect_close(c, run_case(*gpu, *cpu, c));
+  expect_close(c);
 }
 
 // A layout row with no live block: zeros and LSE -inf.
@@ -187,10 +109,8 @@ TEST_F(Fixture, EmptyRowGivesZerosAndMinusInf) {
   const BlockLayout l = to_layout(m);
   std::mt19937 rng(5);
   HostPair x = random_tensor(rng, int64_t(N) * H * D, DType::BF16, 1.f);
-  auto d = gpu->allocate(x.bits.size() * 2);
-  gpu->copy_from_host(d.get(), x.bits.data(), x.bits.size() * 2);
-  auto o = gpu->allocate(x.bits.size() * 2);
-  gpu->copy_from_host(o.get(), x.bits.data(), x.bits.size() * 2);  // poison
+  auto d = upload(*gpu, x.bits);
+  auto o = upload(*gpu, x.bits);  // poison
   auto lse = gpu->allocate(N * sizeof(float));
   AttentionCall c;
   c.q = c.k = c.v = make_view(d.get(), DType::BF16, Layout::NHD, 1, N, H, D, Device::CUDA);
@@ -199,10 +119,8 @@ TEST_F(Fixture, EmptyRowGivesZerosAndMinusInf) {
   c.layout = &l;
   c.lse = static_cast<float*>(lse.get());
   gpu->attention(c);
-  std::vector<uint16_t> out(x.bits.size());
-  std::vector<float> hl(N);
-  gpu->copy_to_host(out.data(), o.get(), out.size() * 2);
-  gpu->copy_to_host(hl.data(), lse.get(), N * sizeof(float));
+  const std::vector<uint16_t> out = download<uint16_t>(*gpu, o, x.bits.size());
+  const std::vector<float> hl = download<float>(*gpu, lse, N);
   for (int t = 128; t < 256; ++t) {
     EXPECT_EQ(hl[t], -std::numeric_limits<float>::infinity()) << t;
     for (int e = 0; e < D; ++e) ASSERT_EQ(bf16_to_f32(out[t * D + e]), 0.f) << t;
@@ -222,27 +140,18 @@ TEST_F(Fixture, BadInputThrowsBeforeLaunch) {
     c.tokens = &tk;
     return c;
   };
-  const int64_t before = gpu->launches();
-  auto expect_error = [&](const AttentionCall& c, const char* what) {
-    try {
-      gpu->attention(c);
-      ADD_FAILURE() << "no error for " << what;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
-    }
-  };
-  expect_error(make(DType::BF16, 96, 0), "head dim");
-  expect_error(make(DType::F32, 64, 0), "dtype");
-  expect_error(make(DType::BF16, 64, 2), "aligned");
+  expect_refused_before_launch(*gpu, make(DType::BF16, 96, 0), "head dim");
+  expect_refused_before_launch(*gpu, make(DType::F32, 64, 0), "dtype");
+  expect_refused_before_launch(*gpu, make(DType::BF16, 64, 2), "aligned");
   std::vector<float> host(size_t(N) * H * 64);
   AttentionCall hc = make(DType::BF16, 64, 0);
   hc.q = make_view(host.data(), DType::BF16, Layout::NHD, 1, N, H, 64, Device::CUDA);
-  expect_error(hc, "device memory");
+  expect_refused_before_launch(*gpu, hc, "device memory");
   BlockLayout l = full_layout(1, H, 1);
   l.col_idx[0] = 3;
   AttentionCall lc = make(DType::BF16, 64, 0);
   lc.layout = &l;
-  expect_error(lc, "out of range");
+  expect_refused_before_launch(*gpu, lc, "out of range");
   BlockMask m(1, H, 2, 2, true);
   BlockLayout dup = to_layout(m);
   AttentionCall dc = make(DType::BF16, 64, 0);
@@ -253,8 +162,7 @@ TEST_F(Fixture, BadInputThrowsBeforeLaunch) {
   dc.tokens = &tk2;
   dup.col_idx[1] = dup.col_idx[0];
   dc.layout = &dup;
-  expect_error(dc, "duplicated");
-  EXPECT_EQ(gpu->launches(), before);
+  expect_refused_before_launch(*gpu, dc, "duplicated");
 }
 
 // Skipped heads: zero_heads writes zeros there and touches nothing else.
@@ -263,16 +171,9 @@ TEST_F(Fixture, BadInputThrowsBeforeLaunch) {
 // for every row here, must give the same maps. (Elsewhere the path is the
 // default one, so the text, batch and partial-block cases run on both.)
 TEST_F(Fixture, MapCountByCompare) {
-  CudaOptions by_compare = cuda_options_from_environment();
-  by_compare.map_count_by_compare = true;
-  std::shared_ptr<Backend> compare = make_cuda_backend(0, by_compare);
+  std::shared_ptr<Backend> compare = cuda_backend_counting_by_compare();
   for (TextPosition pos : {TextPosition::Before, TextPosition::After}) {
-    Case c;
-    c.tokens = with_text(video(3, 8, 16), pos, 150, 97);
-    c.B = 2;
-    c.mask = Case::Mask::Random;
-    c.density = 0.4;
-    c.seed = pos == TextPosition::Before ? 22 : 23;
+    const Case c = edge::map_by_compare(pos, pos == TextPosition::Before ? 22 : 23);
     expect_close(c, run_case(*compare, *cpu, c));
   }
 }
@@ -281,12 +182,10 @@ TEST_F(Fixture, ZeroHeads) {
   const int B = 2, N = 70, H = 3, D = 64;
   std::mt19937 rng(7);
   HostPair x = random_tensor(rng, int64_t(B) * N * H * D, DType::BF16, 1.f);
-  auto d = gpu->allocate(x.bits.size() * 2);
-  gpu->copy_from_host(d.get(), x.bits.data(), x.bits.size() * 2);
+  auto d = upload(*gpu, x.bits);
   const TensorView v = make_view(d.get(), DType::BF16, Layout::HND, B, N, H, D, Device::CUDA);
   gpu->zero_heads(v, {1});
-  std::vector<uint16_t> out(x.bits.size());
-  gpu->copy_to_host(out.data(), d.get(), out.size() * 2);
+  const std::vector<uint16_t> out = download<uint16_t>(*gpu, d, x.bits.size());
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < N; ++t)
       for (int h = 0; h < H; ++h)

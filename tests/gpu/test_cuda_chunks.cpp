@@ -15,32 +15,6 @@
 namespace moddit::gputest {
 namespace {
 
-TokenLayout tokens_of(int64_t f, int64_t h, int64_t w, TextPosition pos, int64_t text,
-                      int64_t valid) {
-  TokenLayout t;
-  t.frames = f;
-  t.height = h;
-  t.width = w;
-  t.text_position = pos;
-  t.text_tokens = text;
-  t.text_valid = valid;
-  return t;
-}
-
-template <typename T>
-std::shared_ptr<void> upload(Backend& be, const std::vector<T>& host) {
-  auto d = be.allocate(host.size() * sizeof(T));
-  be.copy_from_host(d.get(), host.data(), host.size() * sizeof(T));
-  return d;
-}
-
-template <typename T>
-std::vector<T> download(Backend& be, const std::shared_ptr<void>& d, size_t n) {
-  std::vector<T> h(n);
-  be.copy_to_host(h.data(), d.get(), n * sizeof(T));
-  return h;
-}
-
 // Tokens [n0, n0 + len) of a view.
 TensorView rows_of(TensorView t, int64_t n0, int64_t len) {
   t.data = static_cast<char*>(t.data) + n0 * t.stride[kN] * dtype_size(t.dtype);
@@ -57,14 +31,7 @@ struct ChunkCase {
   uint32_t seed = 1;
 };
 
-struct CudaChunks : ::testing::Test {
-  std::shared_ptr<Backend> gpu, cpu;
-  void SetUp() override {
-    if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-    gpu = make_cuda_backend(0, cuda_options_from_environment());
-    cpu = make_cpu_backend(0);
-  }
-
+struct CudaChunks : GpuCpuTest {
   // Every chunk pair on both backends; the GPU partials merged on the host
   // against the CPU whole-sequence call.
   void run(const ChunkCase& c) {
@@ -176,7 +143,7 @@ struct CudaChunks : ::testing::Test {
               }
               l = nl;
             }
-        worst_pair = std::max(worst_pair, r2 > 0 ? std::sqrt(e2 / r2) : std::sqrt(e2));
+        worst_pair = std::max(worst_pair, rel_l2(e2, r2));
       }
     EXPECT_EQ(outside_written, 0);
     EXPECT_LT(worst_pair, 2e-2);  // bf16 operands, as the whole-call tests
@@ -186,13 +153,13 @@ struct CudaChunks : ::testing::Test {
       e2 += (merged[i] - ref[i]) * (merged[i] - ref[i]);
       r2 += double(ref[i]) * ref[i];
     }
-    EXPECT_LT(std::sqrt(e2 / r2), 2e-2);
+    EXPECT_LT(rel_l2(e2, r2), 2e-2);
   }
 };
 
 TEST_F(CudaChunks, DenseChunksHopperBlocks) {
   ChunkCase c;
-  c.tokens = tokens_of(3, 10, 13, TextPosition::None, 0, 0);  // N = 390
+  c.tokens = video(3, 10, 13);  // N = 390
   c.cuts = {0, 97, 200, 390};
   c.seed = 3;
   run(c);
@@ -200,7 +167,7 @@ TEST_F(CudaChunks, DenseChunksHopperBlocks) {
 
 TEST_F(CudaChunks, SparseChunksTextAfterPadded) {
   ChunkCase c;
-  c.tokens = tokens_of(4, 9, 14, TextPosition::After, 60, 41);  // N = 564
+  c.tokens = with_text(video(4, 9, 14), TextPosition::After, 60, 41);  // N = 564
   c.density = 0.4;
   c.B = 2;
   c.cuts = {0, 141, 282, 423, 564};
@@ -210,7 +177,7 @@ TEST_F(CudaChunks, SparseChunksTextAfterPadded) {
 
 TEST_F(CudaChunks, SparseChunksTextBeforePortableKernel) {
   ChunkCase c;
-  c.tokens = tokens_of(3, 8, 11, TextPosition::Before, 50, 37);  // N = 314, 64-token blocks
+  c.tokens = with_text(video(3, 8, 11), TextPosition::Before, 50, 37);  // N = 314, 64-token blocks
   c.block_size = 64;
   c.D = 64;
   c.density = 0.3;
@@ -221,7 +188,7 @@ TEST_F(CudaChunks, SparseChunksTextBeforePortableKernel) {
 
 TEST_F(CudaChunks, DenseChunksPortableKernelD128) {
   ChunkCase c;
-  c.tokens = tokens_of(2, 12, 12, TextPosition::None, 0, 0);  // N = 288
+  c.tokens = video(2, 12, 12);  // N = 288
   c.block_size = 64;
   c.H = 3;
   c.cuts = {0, 1, 143, 287, 288};  // one-token chunks at both ends

@@ -13,25 +13,11 @@
 #include <cstdlib>
 #include <limits>
 
+#include "edge_cases.hpp"
 #include "gpu_test_util.hpp"
-#include "moddit/error.hpp"
 
 namespace moddit::gputest {
 namespace {
-
-TokenLayout video(int64_t f, int64_t h, int64_t w) {
-  TokenLayout t;
-  t.frames = f;
-  t.height = h;
-  t.width = w;
-  return t;
-}
-TokenLayout with_text(TokenLayout t, TextPosition pos, int64_t tokens, int64_t valid) {
-  t.text_position = pos;
-  t.text_tokens = tokens;
-  t.text_valid = valid;
-  return t;
-}
 
 struct Outputs {
   std::vector<float> out, lse;
@@ -57,7 +43,7 @@ Compare compare(const Outputs& a, const Outputs& ref, const std::vector<char>& c
     dot += x * y;
     a2 += x * x;
   }
-  c.rel_l2 = std::sqrt(err / r2);
+  c.rel_l2 = rel_l2(err, r2);
   c.cosine = dot / std::sqrt(a2 * r2);
   for (size_t i = 0; i < ref.lse.size(); ++i) {
     if (!covered[(i / N) % H]) continue;
@@ -78,106 +64,50 @@ Compare compare(const Outputs& a, const Outputs& ref, const std::vector<char>& c
   return c;
 }
 
-struct Fp8Fixture : ::testing::Test {
-  std::shared_ptr<Backend> gpu, cpu;
+// The bf16 tests' fixture, skipping where the device cannot run FP8.
+struct Fp8Fixture : GpuCpuTest {
   void SetUp() override {
-    if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-    gpu = make_cuda_backend(0, cuda_options_from_environment());
+    GpuCpuTest::SetUp();
+    if (IsSkipped()) return;
     if (!gpu->supports(Precision::FP8)) GTEST_SKIP() << "precision fp8 needs Hopper: " << gpu->name();
-    cpu = make_cpu_backend(0);
   }
 
   // Runs the case on the GPU in FP8 and on the CPU in FP8 (emulation) and
   // exactly; checks both comparisons.
   void check(const Case& c) {
-    std::mt19937 rng(c.seed);
-    const TokenLayout& tk = c.tokens;
-    const int64_t N = tk.total_tokens();
+    const int64_t N = c.tokens.total_tokens();
     const int B = c.B, H = c.H, D = c.D;
     const int64_t numel = int64_t(B) * N * H * D;
-    const BlockGrid grid = make_block_grid(tk, c.block_size);
-    const int nb = grid.num_blocks(), n = grid.num_video_blocks;
-    const int S = c.heads.empty() ? H : int(c.heads.size());
-    HostPair q = random_tensor(rng, numel, c.dtype, c.q_scale);
-    HostPair k = random_tensor(rng, numel, c.dtype, c.q_scale);
-    HostPair v = random_tensor(rng, numel, c.dtype, 1.0f);
-    HostPair o0 = random_tensor(rng, numel, c.dtype, 3.0f);  // poison
-    BlockLayout layout;
-    const BlockLayout* lp = nullptr;
-    if (c.mask == Case::Mask::Random) layout = random_layout(rng, B, S, nb, c.density);
-    if (c.mask == Case::Mask::Diagonal) layout = random_layout(rng, B, S, nb, 0.0);
-    if (c.mask == Case::Mask::FullLayout) layout = full_layout(B, S, nb);
-    if (c.mask != Case::Mask::Dense) lp = &layout;
-    const size_t lse_n = size_t(B) * H * N, map_n = size_t(B) * H * n * n;
+    const CaseInputs in = make_inputs(c);
+    const GpuRun gpu_run = run_on_gpu(*gpu, c, in, Precision::FP8);
 
-    auto up = [&](const std::vector<uint16_t>& h) {
-      auto d = gpu->allocate(h.size() * 2);
-      gpu->copy_from_host(d.get(), h.data(), h.size() * 2);
-      return d;
-    };
-    auto dq = up(q.bits), dk = up(k.bits), dv = up(v.bits), dout = up(o0.bits);
-    auto dlse = gpu->allocate(lse_n * sizeof(float));
-    auto dmap = gpu->allocate(std::max<size_t>(map_n, 1) * sizeof(int32_t));
-    gpu->fill_i32(static_cast<int32_t*>(dmap.get()), -1, map_n);
-    AttentionCall gc;
-    gc.q = make_view(dq.get(), c.dtype, c.layout, B, N, H, D, Device::CUDA);
-    gc.k = make_view(dk.get(), c.dtype, c.layout, B, N, H, D, Device::CUDA);
-    gc.v = make_view(dv.get(), c.dtype, c.layout, B, N, H, D, Device::CUDA);
-    gc.out = make_view(dout.get(), c.dtype, c.layout, B, N, H, D, Device::CUDA);
-    gc.tokens = &tk;
-    gc.block_size = c.block_size;
-    gc.heads = c.heads.empty() ? nullptr : &c.heads;
-    gc.layout = lp;
-    gc.lse = static_cast<float*>(dlse.get());
-    gc.map_counts = c.with_map ? static_cast<int32_t*>(dmap.get()) : nullptr;
-    gc.eta = c.eta;
-    gc.precision = Precision::FP8;
-    gpu->attention(gc);
-    gpu->synchronize();
-    Outputs g;
-    std::vector<uint16_t> gbits(numel);
-    gpu->copy_to_host(gbits.data(), dout.get(), numel * 2);
-    g.lse.resize(lse_n);
-    gpu->copy_to_host(g.lse.data(), dlse.get(), lse_n * sizeof(float));
-    g.map.resize(map_n);
-    gpu->copy_to_host(g.map.data(), dmap.get(), map_n * sizeof(int32_t));
-
-    std::vector<char> covered(H, c.heads.empty() ? 1 : 0);
-    for (int32_t h : c.heads) covered[h] = 1;
+    const std::vector<char> covered = covered_heads(c);
     // Reorder everything to [B, N, H, D] / [B, H, N] / map; check untouched heads.
-    const TensorView vq = gc.q;
-    g.out.resize(numel);
-    int64_t untouched_wrong = 0;
-    for (int b = 0; b < B; ++b)
-      for (int64_t t = 0; t < N; ++t)
-        for (int h = 0; h < H; ++h)
-          for (int d = 0; d < D; ++d) {
-            const int64_t off = vq.offset(b, t, h) + d;
-            g.out[((b * N + t) * H + h) * D + d] = from_bits(gbits[off], c.dtype);
-            if (!covered[h] && gbits[off] != o0.bits[off]) ++untouched_wrong;
-          }
-    EXPECT_EQ(untouched_wrong, 0);
-
-    auto on_cpu = [&](Precision prec) {
-      Outputs r;
-      std::vector<float> out(numel, 0.f);
-      r.lse.assign(lse_n, 0.f);
-      r.map.assign(map_n, -1);
-      AttentionCall cc = gc;
-      cc.q = make_view(q.f32.data(), DType::F32, c.layout, B, N, H, D);
-      cc.k = make_view(k.f32.data(), DType::F32, c.layout, B, N, H, D);
-      cc.v = make_view(v.f32.data(), DType::F32, c.layout, B, N, H, D);
-      cc.out = make_view(out.data(), DType::F32, c.layout, B, N, H, D);
-      cc.lse = r.lse.data();
-      cc.map_counts = c.with_map ? r.map.data() : nullptr;
-      cc.precision = prec;
-      cpu->attention(cc);
-      r.out.resize(numel);
+    const TensorView vq = make_view(nullptr, c.dtype, c.layout, B, N, H, D);  // for offsets
+    auto to_bnhd = [&](auto value_at) {
+      std::vector<float> out(numel);
       for (int b = 0; b < B; ++b)
         for (int64_t t = 0; t < N; ++t)
           for (int h = 0; h < H; ++h)
-            for (int d = 0; d < D; ++d)
-              r.out[((b * N + t) * H + h) * D + d] = out[vq.offset(b, t, h) + d];
+            for (int d = 0; d < D; ++d) out[((b * N + t) * H + h) * D + d] = value_at(vq.offset(b, t, h) + d, h);
+      return out;
+    };
+    int64_t untouched_wrong = 0;
+    Outputs g;
+    g.out = to_bnhd([&](int64_t off, int h) {
+      if (!covered[h] && gpu_run.out[off] != in.poison.bits[off]) ++untouched_wrong;
+      return from_bits(gpu_run.out[off], c.dtype);
+    });
+    g.lse = gpu_run.lse;
+    g.map = gpu_run.map;
+    EXPECT_EQ(untouched_wrong, 0);
+
+    auto on_cpu = [&](Precision prec) {
+      CpuRun run = run_on_cpu(*cpu, c, in, prec);
+      Outputs r;
+      r.out = to_bnhd([&](int64_t off, int) { return run.out[off]; });
+      r.lse = std::move(run.lse);
+      r.map = std::move(run.map);
       return r;
     };
     const Outputs emu = on_cpu(Precision::FP8), exact = on_cpu(Precision::Exact);
@@ -208,10 +138,7 @@ struct Fp8Fixture : ::testing::Test {
 };
 
 TEST_F(Fp8Fixture, DenseDim128PartialBlock) {
-  Case c;
-  c.tokens = video(3, 10, 13);  // N = 390: 3 full blocks and one of 6
-  c.seed = 31;
-  check(c);
+  check(edge::partial_last_block(31));
 }
 
 TEST_F(Fp8Fixture, DenseDim64HndF16) {
@@ -225,95 +152,47 @@ TEST_F(Fp8Fixture, DenseDim64HndF16) {
 }
 
 TEST_F(Fp8Fixture, TextBeforePaddedSparseBatch2) {
-  Case c;
-  c.tokens = with_text(video(4, 8, 16), TextPosition::Before, 300, 211);
+  Case c = edge::text_before_block128_sparse(33);
   c.B = 2;
-  c.H = 3;
-  c.mask = Case::Mask::Random;
-  c.density = 0.35;
-  c.seed = 33;
   check(c);
 }
 
 TEST_F(Fp8Fixture, TextAfterPaddedHeadSubsetF16Dim64) {
-  Case c;
-  c.tokens = with_text(video(3, 8, 16), TextPosition::After, 50, 33);
-  c.B = 2;
-  c.H = 3;
+  Case c = edge::text_after_head_subset_f16(34);
   c.D = 64;
-  c.dtype = DType::F16;
-  c.heads = {0, 2};
-  c.mask = Case::Mask::Random;
-  c.density = 0.3;
-  c.seed = 34;
   check(c);
 }
 
 TEST_F(Fp8Fixture, DiagonalOnlyAndFullLayout) {
-  Case c;
-  c.tokens = with_text(video(5, 7, 9), TextPosition::Before, 40, 40);
-  c.D = 64;
-  c.mask = Case::Mask::Diagonal;
-  c.seed = 35;
-  check(c);
-  c.tokens = video(2, 15, 17);
-  c.D = 128;
-  c.mask = Case::Mask::FullLayout;
-  c.layout = Layout::HND;
-  c.seed = 36;
-  check(c);
+  check(edge::diagonal_only(35));
+  check(edge::full_layout_hnd(36));
 }
 
-// More items than SMs: Q slots, barrier phases and the 4 (forward) or 8 (map)
-// FP8 stages wrap across items.
+// More items than SMs (edge_cases.hpp): the 4 (forward) or 8 (map) FP8 stages
+// wrap across items too.
 TEST_F(Fp8Fixture, ManyItemsPerCta) {
-  Case c;
-  c.tokens = with_text(video(8, 16, 20), TextPosition::After, 60, 41);  // N = 2620
-  c.B = 2;
-  c.H = 12;
-  c.mask = Case::Mask::Random;
-  c.density = 0.3;
-  c.seed = 37;
-  check(c);
-  c.tokens = with_text(video(6, 16, 16), TextPosition::Before, 70, 52);
-  c.H = 16;
-  c.D = 64;
-  c.mask = Case::Mask::Dense;
-  c.seed = 38;
-  check(c);
+  check(edge::many_items_sparse(37));
+  check(edge::many_items_dim64_dense(38));
 }
 
 TEST_F(Fp8Fixture, FreshRandomSeed) {
-  Case c;
-  c.tokens = with_text(video(3, 9, 14), TextPosition::Before, 45, 31);
-  c.B = 2;
-  c.mask = Case::Mask::Random;
-  c.density = 0.35;
-  c.seed = static_cast<uint32_t>(std::random_device{}());
+  const Case c = edge::fresh_seed();
   SCOPED_TRACE(c.seed);
   check(c);
 }
 
 // The FP8 map pass's compare path (rows with tiny thresholds), forced everywhere.
 TEST_F(Fp8Fixture, MapCountByCompare) {
-  CudaOptions by_compare = cuda_options_from_environment();
-  by_compare.map_count_by_compare = true;
-  std::shared_ptr<Backend> compare_backend = make_cuda_backend(0, by_compare);
+  std::shared_ptr<Backend> compare_backend = cuda_backend_counting_by_compare();
   std::swap(gpu, compare_backend);
-  Case c;
-  c.tokens = with_text(video(3, 8, 16), TextPosition::Before, 150, 97);
-  c.B = 2;
-  c.mask = Case::Mask::Random;
-  c.density = 0.4;
-  c.seed = 39;
-  check(c);
+  check(edge::map_by_compare(TextPosition::Before, 39));
   std::swap(gpu, compare_backend);
 }
 
 // Where FP8 cannot run the call is refused with a message naming the reason.
 TEST(CudaFp8, UnsupportedCallsAreRefused) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  std::shared_ptr<Backend> gpu = make_cuda_backend(0, cuda_options_from_environment());
+  MODDIT_REQUIRE_GPU();
+  std::shared_ptr<Backend> gpu = cuda_backend();
   const TokenLayout tk = video(2, 8, 8);
   const int N = 128, H = 2, D = 64;
   auto buf = gpu->allocate(size_t(N) * H * D * 2);
@@ -322,16 +201,9 @@ TEST(CudaFp8, UnsupportedCallsAreRefused) {
   auto out = gpu->allocate(size_t(N) * H * D * 2);
   c.out = make_view(out.get(), DType::BF16, Layout::NHD, 1, N, H, D, Device::CUDA);
   c.tokens = &tk;
-  c.block_size = 64;
+  c.block_size = 64;  // fp8 runs 128-token blocks only
   c.precision = Precision::FP8;
-  const int64_t before = gpu->launches();
-  try {
-    gpu->attention(c);
-    ADD_FAILURE() << "no error for fp8 with 64-token blocks";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("precision fp8 needs"), std::string::npos) << e.what();
-  }
-  EXPECT_EQ(gpu->launches(), before);
+  expect_refused_before_launch(*gpu, c, "precision fp8 needs");
 }
 
 }  // namespace

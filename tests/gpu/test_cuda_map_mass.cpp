@@ -7,33 +7,14 @@
 #include <gtest/gtest.h>
 
 #include <random>
-#include <string>
 
+#include "edge_cases.hpp"
 #include "gpu_test_util.hpp"
-#include "moddit/error.hpp"
 
 namespace moddit::gputest {
 namespace {
 
-TokenLayout tokens(int64_t f, int64_t h, int64_t w, TextPosition pos = TextPosition::None,
-                   int64_t text = 0, int64_t valid = 0) {
-  TokenLayout t;
-  t.frames = f;
-  t.height = h;
-  t.width = w;
-  t.text_position = pos;
-  t.text_tokens = text;
-  t.text_valid = valid;
-  return t;
-}
-
-struct MassMap : ::testing::Test {
-  std::shared_ptr<Backend> gpu, cpu;
-  void SetUp() override {
-    if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-    gpu = make_cuda_backend(0, cuda_options_from_environment());
-    cpu = make_cpu_backend(0);
-  }
+struct MassMap : GpuCpuTest {
   void expect_mass_matches(Case c) {
     c.map_statistic = MapStatistic::Mass;
     const Outcome r = run_case(*gpu, *cpu, c);
@@ -47,27 +28,16 @@ struct MassMap : ::testing::Test {
 };
 
 TEST_F(MassMap, DensePartialLastBlockBlock128) {
-  Case c;
-  c.tokens = tokens(3, 10, 13);  // N = 390: 3 full blocks and one of 6
-  c.seed = 21;
-  expect_mass_matches(c);
+  expect_mass_matches(edge::partial_last_block(21));
 }
 
 TEST_F(MassMap, TextBeforePaddedBlock64Batch2Sparse) {
-  Case c;
-  c.tokens = tokens(2, 12, 12, TextPosition::Before, 77, 60);  // N = 365
-  c.B = 2;
-  c.D = 64;
-  c.block_size = 64;
-  c.mask = Case::Mask::Random;
-  c.density = 0.4;
-  c.seed = 22;
-  expect_mass_matches(c);
+  expect_mass_matches(edge::text_before_block64_batch2(22));
 }
 
 TEST_F(MassMap, TextAfterPaddedHeadSubsetF16Block128) {
   Case c;
-  c.tokens = tokens(3, 9, 14, TextPosition::After, 150, 97);
+  c.tokens = with_text(video(3, 9, 14), TextPosition::After, 150, 97);
   c.H = 3;
   c.heads = {0, 2};
   c.dtype = DType::F16;
@@ -80,7 +50,7 @@ TEST_F(MassMap, TextAfterPaddedHeadSubsetF16Block128) {
 
 TEST_F(MassMap, PeakedRowsAndAFreshSeed) {
   Case c;
-  c.tokens = tokens(4, 8, 16, TextPosition::Before, 40, 33);
+  c.tokens = with_text(video(4, 8, 16), TextPosition::Before, 40, 33);
   c.B = 2;
   c.q_scale = 3.0f;  // a few keys take most of each row
   c.seed = std::random_device{}();
@@ -95,7 +65,7 @@ TEST_F(MassMap, PeakedRowsAndAFreshSeed) {
 // before any work, naming the key.
 TEST_F(MassMap, Fp8IsRefusedByName) {
   Case c;
-  c.tokens = tokens(2, 8, 16);
+  c.tokens = video(2, 8, 16);
   c.map_statistic = MapStatistic::Mass;
   const TokenLayout tk = c.tokens;
   const int64_t N = tk.total_tokens(), numel = N * c.H * c.D;
@@ -108,14 +78,7 @@ TEST_F(MassMap, Fp8IsRefusedByName) {
   call.map_counts = static_cast<int32_t*>(dmap.get());
   call.map_statistic = MapStatistic::Mass;
   call.precision = Precision::FP8;
-  const int64_t before = gpu->launches();
-  try {
-    gpu->attention(call);
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("map_statistic"), std::string::npos) << e.what();
-  }
-  EXPECT_EQ(gpu->launches(), before);
+  expect_refused_before_launch(*gpu, call, "map_statistic");
 }
 
 }  // namespace

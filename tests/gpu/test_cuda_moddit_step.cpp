@@ -61,15 +61,6 @@ std::vector<int32_t> random_counts(std::mt19937& rng, const BlockGrid& grid, int
   return c;
 }
 
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
 // One call of the schedule for driving a policy directly (as a Session would).
 CallInfo step_call(const TokenLayout& tokens, const BlockGrid& grid, Backend* backend, int heads,
                    int batch, int step) {
@@ -93,7 +84,7 @@ BlockLayout to_host(Backend& gpu, const DeviceLayout& d, std::vector<int32_t>* o
 }
 
 void run_case(const StepCase& sc, int seed) {
-  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
+  auto gpu = cuda_backend();
   const BlockGrid grid = make_block_grid(sc.tokens, sc.block_size);
   const int n = grid.num_video_blocks, H = sc.heads, B = sc.batch;
   const size_t nn = size_t(n) * n;
@@ -154,7 +145,7 @@ void run_case(const StepCase& sc, int seed) {
         EXPECT_EQ(dev.fused_map(0, b, h), host.fused_map(0, b, h)) << "step " << step;
         const std::vector<float> fd = dev.fitted_map(0, b, h), fh = host.fitted_map(0, b, h);
         ASSERT_EQ(fd.size(), nn);
-        EXPECT_LT(rel_err(fd, fh), 1e-6) << "step " << step << " b " << b << " h " << h;
+        EXPECT_LT(rel_l2(fd, fh), 1e-6) << "step " << step << " b " << b << " h " << h;
       }
     const auto& nd = dev.fits();
     const auto& nh = host.fits();
@@ -169,14 +160,6 @@ void run_case(const StepCase& sc, int seed) {
   EXPECT_EQ(dev.state_device(), Device::CUDA);
   EXPECT_EQ(host.state_device(), Device::CPU);
   EXPECT_GT(dev.state_bytes(), int64_t(B) * H * nn * 2);
-}
-
-TokenLayout video(int64_t frames, int64_t h, int64_t w) {
-  TokenLayout t;
-  t.frames = frames;
-  t.height = h;
-  t.width = w;
-  return t;
 }
 
 TEST(CudaModditStep, MatchesHostOnAlignedFrames) {
@@ -233,7 +216,7 @@ TEST(CudaModditStep, MatchesHostOnAnUnalignedLargerGrid) {
 
 TEST(CudaModditStep, ReportsACountAboveItsBlocksPairs) {
   MODDIT_REQUIRE_GPU();
-  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
+  auto gpu = cuda_backend();
   const TokenLayout tokens = video(2, 16, 16);
   const BlockGrid grid = make_block_grid(tokens, 128);
   const int n = grid.num_video_blocks;
@@ -262,7 +245,7 @@ TEST(CudaModditStep, ReportsACountAboveItsBlocksPairs) {
 // the stream still busy (they never wait for the device).
 TEST(CudaModditStep, PlanAndObserveDoNotWaitForTheDevice) {
   MODDIT_REQUIRE_GPU();
-  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
+  auto gpu = cuda_backend();
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   gpu->set_stream(stream);
@@ -302,7 +285,7 @@ TEST(CudaModditStep, PlanAndObserveDoNotWaitForTheDevice) {
 
 TEST(CudaModditStep, StateCannotMoveBetweenHostAndDevice) {
   MODDIT_REQUIRE_GPU();
-  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
+  auto gpu = cuda_backend();
   const TokenLayout tokens = video(2, 16, 16);
   const BlockGrid grid = make_block_grid(tokens, 128);
   ModditConfig cfg;

@@ -23,7 +23,7 @@ struct DeviceQkv {
   AttentionCall call;
 };
 
-DeviceQkv upload(Backend& gpu, const TokenLayout& tokens, int B, int H, int D, std::mt19937& rng) {
+DeviceQkv random_qkv(Backend& gpu, const TokenLayout& tokens, int B, int H, int D, std::mt19937& rng) {
   const int64_t N = tokens.total_tokens();
   const int64_t n = int64_t(B) * N * H * D;
   DeviceQkv d;
@@ -51,18 +51,18 @@ TEST(CudaRobust, CachedLayoutIsCheckedAgainstEveryCallsBatch) {
   tokens.height = 15;
   tokens.width = 21;  // N = 945: a partial last block
   std::mt19937 rng(std::random_device{}());
-  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
+  auto gpu = cuda_backend();
   const int H = 2, D = 128;
   const BlockGrid grid = make_block_grid(tokens, 128);
   const BlockLayout l1 = random_layout(rng, 1, H, grid.num_blocks(), 0.4);  // made for batch 1
 
-  DeviceQkv one = upload(*gpu, tokens, 1, H, D, rng);
+  DeviceQkv one = random_qkv(*gpu, tokens, 1, H, D, rng);
   one.call.tokens = &tokens;
   one.call.layout = &l1;
   gpu->attention(one.call);  // batch 1: valid, and now cached
   gpu->synchronize();
 
-  DeviceQkv two = upload(*gpu, tokens, 2, H, D, rng);
+  DeviceQkv two = random_qkv(*gpu, tokens, 2, H, D, rng);
   two.call.tokens = &tokens;
   two.call.layout = &l1;  // the same layout object, now at batch 2
   expect_error([&] { gpu->attention(two.call); }, "batch 1");
@@ -74,7 +74,7 @@ TEST(CudaRobust, CachedLayoutIsCheckedAgainstEveryCallsBatch) {
   // Grid: the same layout under a token layout with more blocks.
   TokenLayout longer = tokens;
   longer.frames = 4;
-  DeviceQkv three = upload(*gpu, longer, 1, H, D, rng);
+  DeviceQkv three = random_qkv(*gpu, longer, 1, H, D, rng);
   three.call.tokens = &longer;
   three.call.layout = &l1;
   expect_error([&] { gpu->attention(three.call); }, "the call needs");
@@ -91,8 +91,7 @@ TEST(CudaRobust, ModditStateRefusesASecondCudaBackend) {
   tokens.width = 32;  // N = 1024: 8 blocks
   std::mt19937 rng(std::random_device{}());
   const int H = 2, D = 128;
-  const CudaOptions opts = cuda_options_from_environment();
-  auto a = make_cuda_backend(0, opts), b = make_cuda_backend(0, opts);  // two instances, one device
+  auto a = cuda_backend(), b = cuda_backend();  // two instances, one device
   ModditConfig cfg;
   cfg.warmup_steps = 2;
   cfg.interval = 2;
@@ -102,7 +101,7 @@ TEST(CudaRobust, ModditStateRefusesASecondCudaBackend) {
   opt.num_heads = H;
   opt.head_dim = D;
   Session sa(tokens, opt, a, policy), sb(tokens, opt, b, policy);
-  DeviceQkv da = upload(*a, tokens, 1, H, D, rng), db = upload(*b, tokens, 1, H, D, rng);
+  DeviceQkv da = random_qkv(*a, tokens, 1, H, D, rng), db = random_qkv(*b, tokens, 1, H, D, rng);
   sa.begin_step(0);
   sa.attention(0, da.call.q, da.call.k, da.call.v, da.call.out);  // record on a: state on a
   ASSERT_EQ(policy->state_device(), Device::CUDA);

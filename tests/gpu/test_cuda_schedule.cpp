@@ -34,7 +34,7 @@ std::vector<int32_t> device_schedule(Backend& gpu, const std::vector<int32_t>& c
 TEST(Schedule, DeviceScheduleIsTheReference) {
   MODDIT_REQUIRE_GPU();
 #if MODDIT_WITH_CUDA
-  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
+  auto gpu = cuda_backend();
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE(seed);
   std::mt19937 rng(seed);

@@ -16,15 +16,6 @@
 namespace moddit::gputest {
 namespace {
 
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 TEST(CudaSession, ModditScheduleWithRefreshFollowsItsMasks) {
   MODDIT_REQUIRE_GPU();
   SyntheticSpec spec;
@@ -42,7 +33,7 @@ TEST(CudaSession, ModditScheduleWithRefreshFollowsItsMasks) {
   const int H = spec.heads, D = spec.head_dim;
   const size_t numel = size_t(N) * H * D;
 
-  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
+  auto gpu = cuda_backend();
   ModditConfig cfg;
   cfg.warmup_steps = 3;  // records at 1, 2; sparse 3-5; refresh 6; sparse 7
   cfg.interval = 3;
@@ -131,7 +122,7 @@ void expect_device_step_equals_host_step(const char* map_statistic) {
   const int64_t N = tokens.total_tokens();
   const int H = spec.heads, D = spec.head_dim, B = 2;  // CFG as batch 2
   const size_t numel = size_t(B) * N * H * D;
-  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
+  auto gpu = cuda_backend();
   ModditConfig cfg;
   cfg.block_size = 64;
   cfg.warmup_steps = 4;  // records at 2, 3; sparse 4, 5; refresh 6; sparse 7; refresh 8

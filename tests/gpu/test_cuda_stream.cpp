@@ -75,7 +75,7 @@ Result run(Backend& gpu, const Inputs& in, const BlockLayout* layout, const Bloc
 
 TEST(CudaStream, WorkIsQueuedOnTheCallersStreamWithoutWaiting) {
   MODDIT_REQUIRE_GPU();
-  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
+  auto gpu = cuda_backend();
   std::random_device rd;
   std::mt19937 rng(rd());
   Inputs in;
