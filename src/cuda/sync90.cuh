@@ -24,17 +24,19 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t byt
 __device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
-// A generic-proxy mbarrier.init is not ordered before the TMA's (async proxy)
-// complete_tx on the same barrier without this fence (CUDA Programming Guide,
-// TMA: "make initialized barrier visible in async proxy"); the smem still holds
-// the previous CTA's barrier words, which a complete_tx must never see.
+// After the mbarrier.inits, before any TMA completes on them: the init is a
+// generic-proxy write and the TMA's complete_tx an async-proxy one, unordered
+// without this fence (CUDA Programming Guide, TMA: "make initialized barrier
+// visible in async proxy"), and the smem still holds the previous CTA's
+// barrier words.
 __device__ __forceinline__ void fence_barrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;\n" ::: "memory");
 }
 // Build with -DMODDIT_MBAR_WATCHDOG to turn a wait that never ends into a trap
 // that names the barrier (its shared address), the parity and the thread, so a
-// stalled run says which wait stalled instead of hanging. Out of line, so that
-// the report costs the kernels no registers.
+// stalled run says which wait stalled instead of hanging. Debug only: the check
+// costs registers and serialises the wgmma pipeline (a call in the kernel), so
+// the timing is not the release build's.
 #ifdef MODDIT_MBAR_WATCHDOG
 static __device__ __noinline__ void mbar_stalled(uint32_t bar, uint32_t parity) {
   printf("moddit mbar_wait stalled: block %d thread %d bar 0x%x parity %u\n", blockIdx.x, threadIdx.x,
@@ -59,7 +61,8 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 #endif
   } while (!done);
 }
-// Named barriers 1 and 2 order the two consumers' Q K^T issues (ping-pong).
+// Named barriers 1 and 2: the forward consumers' turns (ping-pong), the map
+// consumers' per-warpgroup choice (named_bar_and).
 __device__ __forceinline__ void named_bar_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
