@@ -577,7 +577,11 @@ __device__ __forceinline__ void ws_consumer_map(const KernelArgs& a, const WsSha
       rows.fma[i] = sat_count_params(rows.thr[i]);
       exact = exact && rows.fma[i].exact;
     }
-    if (__all_sync(0xffffffffu, exact && !a.map_compare))
+    // One choice per warpgroup, not per warp: the two instantiations are
+    // different wgmma instructions, and wgmma (.aligned) needs all four warps of
+    // the warpgroup at the same one (a warp's rows can be inexact alone).
+    // Named barrier 1 + c: the map pass uses no other.
+    if (named_bar_and(1 + c, 128, exact && !a.map_compare))
       map_item<D, T, FP8, true>(w, rows, p, sh, qs, c, lane, it);
     else
       map_item<D, T, FP8, false>(w, rows, p, sh, qs, c, lane, it);
@@ -647,6 +651,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) attention_kernel_sm90(const __g
       mbar_init(sh.nfull + 8 * n, 1);   // the scheduler's lane 0, after its write
       mbar_init(sh.nempty + 8 * n, 32);  // every producer lane, after its read
     }
+    fence_barrier_init();  // before the first TMA completes on them (sync90.cuh)
   }
   __syncthreads();
 
