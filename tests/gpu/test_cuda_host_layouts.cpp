@@ -74,7 +74,7 @@ bool finishes(double seconds) {
 
 TEST(CudaHostLayouts, LayoutsThatChangeEveryCallAllFinishSlow) {
   MODDIT_REQUIRE_GPU();
-  auto gpu = make_cuda_backend(0, cuda_options_from_environment());
+  auto gpu = cuda_backend();
   TokenLayout tokens;
   tokens.frames = 16;
   tokens.height = 24;
