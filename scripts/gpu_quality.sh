@@ -17,10 +17,10 @@ OUTDIR=${OUT:-/tmp}
 PY=${PYTHON:-python3}
 SECONDS_BUDGET=${QUALITY_SECONDS:-330}
 export PYTHONUNBUFFERED=1
-# The portable kernel unless told otherwise: with the default Hopper kernel this
-# evaluation twice stopped making progress in a run of host layouts (docs/QUALITY.md,
-# LOG.md 2026-12-03); the portable kernel is exact too, only slower.
-export MODDIT_CUDA_KERNEL=${MODDIT_CUDA_KERNEL:-sm80}
+# moddit's default CUDA kernel (MODDIT_CUDA_KERNEL=sm80 picks the portable one; the
+# report names the kernel). Two runs of 2026-12-02/03 stalled on the Hopper kernel
+# before the chunk fix; the later runs did not (docs/LOG.md, 2026-12-03).
+export MODDIT_CUDA_KERNEL=${MODDIT_CUDA_KERNEL:-auto}
 
 if ! "$PY" -c 'import moddit' 2>/dev/null; then
   for dir in "$ROOT/build-gpu-py/pkg" /tmp/site; do
