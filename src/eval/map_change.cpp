@@ -7,6 +7,7 @@
 #include <map>
 
 #include "core/sparsity_map.hpp"
+#include "eval/dense_reference.hpp"
 #include "eval/dense_stats.hpp"
 #include "eval/metrics.hpp"
 #include "moddit/backend.hpp"
@@ -83,9 +84,7 @@ MapChangeStats measure_map_change(TrajectorySource& source, const MapChangeSetti
   for (int i = 0; i < n; ++i) len[static_cast<size_t>(i)] = grid.video_block_end(i) - grid.video_block_begin(i);
 
   std::shared_ptr<Backend> backend = make_cpu_backend(s.threads);
-  const size_t lse_count = static_cast<size_t>(B) * H * N;
-  std::shared_ptr<void> lse_dev = backend->allocate(lse_count * sizeof(float));
-  std::vector<float> lse(lse_count);
+  DenseReference reference(*backend, B, H, N);
   HostTensor out(DType::F32, B, N, H, info.head_dim);
   DenseBlockStats stats;
 
@@ -101,19 +100,8 @@ MapChangeStats measure_map_change(TrajectorySource& source, const MapChangeSetti
       source.load(step, layer, q, k, v);
       MODDIT_CHECK(q.dtype == DType::F32 && k.dtype == DType::F32 && v.dtype == DType::F32,
                    "map change: the trajectory must be F32");
-      AttentionCall call;
-      call.q = q.view();
-      call.k = k.view();
-      call.v = v.view();
-      call.out = out.view();
-      call.tokens = &info.tokens;
-      call.block_size = s.block_size;
-      call.lse = static_cast<float*>(lse_dev.get());
-      call.eta = s.eta;
-      backend->attention(call);
-      backend->synchronize();
-      backend->copy_to_host(lse.data(), lse_dev.get(), lse_count * sizeof(float));
-      compute_dense_block_stats(q, k, lse.data(), info.tokens, grid, 0.f, s.eta, s.threads, stats);
+      reference.run(q, k, v, info.tokens, s.block_size, s.eta, out);
+      compute_dense_block_stats(q, k, reference.lse(), info.tokens, grid, 0.f, s.eta, s.threads, stats);
 
       Maps now;
       now.step = step;

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "eval/baselines.hpp"
+#include "eval/dense_reference.hpp"
 #include "eval/dense_stats.hpp"
 #include "eval/equal_density.hpp"
 #include "eval/metrics.hpp"
@@ -250,9 +251,7 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
     if (h >= 0 && h < H) snap_heads.push_back(h);
 
   HostTensor out_ref(DType::F32, B, N, H, D), out_pol(DType::F32, B, N, H, D);
-  const size_t lse_count = static_cast<size_t>(B) * H * N;
-  std::shared_ptr<void> lse_dev = backend->allocate(lse_count * sizeof(float));
-  std::vector<float> lse(lse_count);
+  eval::DenseReference reference(*backend, B, H, N);
   eval::DenseBlockStats stats;
   const float eta = static_cast<float>(cfg.eta);
 
@@ -282,23 +281,12 @@ EvalResult run_evaluation(TrajectorySource& source, const EvalSettings& settings
 
       // The dense reference, once: output and row LSE.
       t = Clock::now();
-      AttentionCall ref;
-      ref.q = q.view();
-      ref.k = k.view();
-      ref.v = v.view();
-      ref.out = out_ref.view();
-      ref.tokens = &info.tokens;
-      ref.block_size = cfg.block_size;
-      ref.lse = static_cast<float*>(lse_dev.get());
-      ref.eta = eta;
-      backend->attention(ref);
-      backend->synchronize();
+      reference.run(q, k, v, info.tokens, cfg.block_size, eta, out_ref);
       const double ref_seconds = seconds_since(t);
       res.reference_seconds += ref_seconds;
-      backend->copy_to_host(lse.data(), lse_dev.get(), lse_count * sizeof(float));
 
       t = Clock::now();
-      eval::compute_dense_block_stats(q, k, lse.data(), info.tokens, grid, 0.f, eta, res.threads,
+      eval::compute_dense_block_stats(q, k, reference.lse(), info.tokens, grid, 0.f, eta, res.threads,
                                       stats);
       stats.step = step;
       stats.layer = layer;
