@@ -404,6 +404,12 @@ def recommend_lines(found: Dict, sweep_density: float) -> List[str]:
             out.append(f"- warmup_steps: the shortest warm-up within 0.5 dB of the default's is "
                        + (f"m = {ok[0]}" if ok else "none of those measured") + ".")
             continue
+        if key == "sparse_warmup_steps":   # a speed option: how far it goes for its cost
+            ok = sorted(int(v) for v, r, d in cands if -d < 0.5)
+            out.append("- sparse_warmup_steps: the most static-mask warm-up steps within 0.5 dB "
+                       "of the dense warm-up's PSNR is "
+                       + (f"{ok[-1]}" if ok else "none of those measured") + ".")
+            continue
         v, r, d = max(cands, key=lambda t: t[2])
         dd = (r.get("achieved_density") or 0) - (b.get("achieved_density") or 0)
         verdict = (f"{key} = {v} is {fmt(d)} dB better than the default"

@@ -31,6 +31,14 @@ struct ModditConfig {
   // steps before the first record, dense_layers): "exact" or "fp8".
   std::string precision = "exact";
   std::string warmup_precision = "exact";
+  // Sparse warm-up: the first sparse_warmup_steps steps (0 .. warmup_steps-2)
+  // run a static mask instead of dense attention; the record steps m-2, m-1 stay
+  // dense. 0 (off) keeps the paper's dense warm-up. The mask is "radial" or
+  // "window" (core/static_masks.hpp) at sparse_warmup_density, in (0, 1], the
+  // token-pair weighted video x video density. docs/CONFIG.md.
+  int sparse_warmup_steps = 0;
+  std::string sparse_warmup_mask = "radial";
+  double sparse_warmup_density = 0.30;
 
   // Throws moddit::Error naming the offending key.
   void validate() const;

@@ -31,10 +31,12 @@ class ModditPolicy : public Policy {
   std::string name() const override { return "moddit"; }
   Plan plan(const CallInfo& call) override;
   void observe(const CallInfo& call, const Plan& plan, const int32_t* map_counts) override;
-  // Dense layers and the dense warm-up steps (before the first record).
+  // Dense layers and the dense warm-up steps (before the first record), but not
+  // the sparse warm-up's static-mask steps (step < sparse_warmup_steps).
   bool plain_dense(const CallInfo& call) const override;
   // What a call of `layer` at `step` is: Dense (warm-up, dense layers), Record,
-  // Sparse or Refresh. Sequence-parallel drivers pick how to run a call by it.
+  // Sparse or Refresh. The sparse warm-up's steps are Dense too (no map, no
+  // state; their plan's group is labelled "static"). Sequence-parallel drivers pick how to run a call by it.
   CallKind kind_of(int step, int layer) const;
 
   const ModditConfig& config() const;

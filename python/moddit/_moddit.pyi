@@ -525,6 +525,27 @@ class ModditConfig:
     @warmup_precision.setter
     def warmup_precision(self, arg: str, /) -> None: ...
 
+    @property
+    def sparse_warmup_steps(self) -> int:
+        """The first this-many steps (0 .. warmup_steps-2) run a static mask, not dense; 0 = off."""
+
+    @sparse_warmup_steps.setter
+    def sparse_warmup_steps(self, arg: int, /) -> None: ...
+
+    @property
+    def sparse_warmup_mask(self) -> str:
+        """"radial" or "window": the static mask of the sparse warm-up steps."""
+
+    @sparse_warmup_mask.setter
+    def sparse_warmup_mask(self, arg: str, /) -> None: ...
+
+    @property
+    def sparse_warmup_density(self) -> float:
+        """Video x video density of the sparse warm-up's static mask, in (0, 1]."""
+
+    @sparse_warmup_density.setter
+    def sparse_warmup_density(self, arg: float, /) -> None: ...
+
     def validate(self) -> None: ...
 
     def to_json(self) -> str: ...

@@ -155,6 +155,12 @@ void bind_policy(nb::module_& m) {
               "\"exact\" or \"fp8\": the record, sparse and refresh calls (map passes included).")
       .def_rw("warmup_precision", &ModditConfig::warmup_precision,
               "\"exact\" or \"fp8\": the plain dense calls (warm-up steps, dense_layers).")
+      .def_rw("sparse_warmup_steps", &ModditConfig::sparse_warmup_steps,
+              "The first this-many steps (0 .. warmup_steps-2) run a static mask, not dense; 0 = off.")
+      .def_rw("sparse_warmup_mask", &ModditConfig::sparse_warmup_mask,
+              "\"radial\" or \"window\": the static mask of the sparse warm-up steps.")
+      .def_rw("sparse_warmup_density", &ModditConfig::sparse_warmup_density,
+              "Video x video density of the sparse warm-up's static mask, in (0, 1].")
       .def("validate", &ModditConfig::validate)
       .def("to_json", &moddit_config_to_json)
       .def_static("from_json", &moddit_config_from_json, nb::arg("text"))

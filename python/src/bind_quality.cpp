@@ -6,8 +6,8 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include "core/static_mask_layout.hpp"
 #include "eval/metrics.hpp"
-#include "eval/static_masks.hpp"
 #include "eval/svg_policy.hpp"
 #include "moddit/error.hpp"
 #include "moddit/sparse_vdit.hpp"
@@ -29,12 +29,6 @@ void check_density(double target, const char* who) {
                target);
 }
 
-eval::StaticMaskKind static_kind(const std::string& kind) {
-  if (kind == "window") return eval::StaticMaskKind::Window;
-  if (kind == "radial") return eval::StaticMaskKind::Radial;
-  throw Error("static_video_mask: kind must be 'window' or 'radial', got '" + kind + "'");
-}
-
 }  // namespace
 
 void bind_quality(nb::module_& m) {
@@ -44,8 +38,8 @@ void bind_quality(nb::module_& m) {
          double target_density) {
         check_density(target_density, "static_video_mask");
         tokens.validate();
-        return square(eval::static_video_mask(static_kind(kind), tokens, grid, target_density),
-                      grid);
+        const core::StaticMaskKind k = core::static_mask_kind(kind, "static_video_mask: kind");
+        return square(core::static_video_mask(k, tokens, grid, target_density), grid);
       },
       nb::arg("kind"), nb::arg("tokens"), nb::arg("grid"), nb::arg("target_density"),
       "The n x n video block mask (uint8, 1 = live) of the 'window' (3D sliding tile) or "

@@ -34,6 +34,15 @@ void ModditConfig::validate() const {
   MODDIT_CHECK(warmup_precision == "exact" || warmup_precision == "fp8",
                "config: warmup_precision must be \"exact\" or \"fp8\", got \"", warmup_precision,
                "\"");
+  MODDIT_CHECK(sparse_warmup_steps >= 0 && sparse_warmup_steps <= warmup_steps - 2,
+               "config: sparse_warmup_steps must be in [0, warmup_steps-2 = ", warmup_steps - 2,
+               "] (the record steps stay dense), got ", sparse_warmup_steps);
+  MODDIT_CHECK(sparse_warmup_mask == "radial" || sparse_warmup_mask == "window",
+               "config: sparse_warmup_mask must be \"radial\" or \"window\", got \"",
+               sparse_warmup_mask, "\"");
+  MODDIT_CHECK(std::isfinite(sparse_warmup_density) && sparse_warmup_density > 0.0 &&
+                   sparse_warmup_density <= 1.0,
+               "config: sparse_warmup_density must be in (0, 1], got ", sparse_warmup_density);
 }
 
 namespace {
@@ -71,6 +80,11 @@ ModditConfig moddit_config_from_json(const std::string& text) {
     else if (k == "dense_layers") c.dense_layers = json_int_list(v, "config: dense_layers");
     else if (k == "precision" || k == "warmup_precision")
       (k == "precision" ? c.precision : c.warmup_precision) = json_string(v, "config: " + k);
+    else if (k == "sparse_warmup_steps") c.sparse_warmup_steps = get_int(v, "sparse_warmup_steps");
+    else if (k == "sparse_warmup_mask")
+      c.sparse_warmup_mask = json_string(v, "config: sparse_warmup_mask");
+    else if (k == "sparse_warmup_density")
+      c.sparse_warmup_density = get_double(v, "sparse_warmup_density");
     else if (k == "device_step") {
       MODDIT_CHECK(v.is_boolean(), "config: device_step must be true or false, got ", v.dump());
       c.device_step = v.get<bool>();
@@ -98,6 +112,9 @@ std::string moddit_config_to_json(const ModditConfig& c) {
   j["device_step"] = c.device_step;
   j["precision"] = c.precision;
   j["warmup_precision"] = c.warmup_precision;
+  j["sparse_warmup_steps"] = c.sparse_warmup_steps;
+  j["sparse_warmup_mask"] = c.sparse_warmup_mask;
+  j["sparse_warmup_density"] = c.sparse_warmup_density;
   return j.dump(2);
 }
 

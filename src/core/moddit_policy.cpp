@@ -2,6 +2,7 @@
 
 #include "core/moddit_engine.hpp"
 #include "core/schedule.hpp"
+#include "core/static_mask_layout.hpp"
 #include "moddit/error.hpp"
 #include "moddit/size_limits.hpp"
 
@@ -15,6 +16,13 @@ struct ModditPolicy::Impl {
   // The backend a device engine's state lives on (its memory, device and stream).
   const Backend* engine_backend = nullptr;
   std::string engine_backend_name;
+  // The sparse warm-up's static layout (null when sparse_warmup_steps is 0).
+  std::unique_ptr<core::StaticMaskLayout> static_warmup;
+
+  // A warm-up step that runs the static mask instead of dense attention.
+  bool static_step(const CallInfo& c) const {
+    return !dense_layer[c.layer] && c.step < cfg.sparse_warmup_steps;
+  }
 
   void check_call(const CallInfo& c) const {
     MODDIT_CHECK(c.layer >= 0 && c.layer < num_layers, "moddit policy: layer ", c.layer,
@@ -72,6 +80,10 @@ ModditPolicy::ModditPolicy(const ModditConfig& config, int num_layers, int num_h
                  num_layers, ")");
     impl_->dense_layer[l] = 1;
   }
+  if (config.sparse_warmup_steps > 0)
+    impl_->static_warmup = std::make_unique<core::StaticMaskLayout>(
+        core::static_mask_kind(config.sparse_warmup_mask, "config: sparse_warmup_mask"),
+        config.sparse_warmup_density);
 }
 
 ModditPolicy::~ModditPolicy() = default;
@@ -85,6 +97,18 @@ Plan ModditPolicy::plan(const CallInfo& call) {
   const CallKind kind = I.dense_layer[call.layer]
                             ? CallKind::Dense
                             : core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval);
+  if (I.static_step(call)) {
+    // A warm-up step in the schedule (kind Dense: no map, no state), computed
+    // sparse. Not plain_dense, so the diffusers adapter runs it through the plan.
+    Plan plan;
+    HeadGroup g;
+    for (int h = 0; h < H; ++h) g.heads.push_back(h);
+    g.layout = I.static_warmup->layout(call);
+    g.label = "static";
+    plan.groups.push_back(std::move(g));
+    plan.precision = precision_from_string(I.cfg.warmup_precision);
+    return plan;
+  }
   if (kind == CallKind::Dense) {
     Plan plan = dense_plan(H, false);
     plan.precision = precision_from_string(I.cfg.warmup_precision);
@@ -102,7 +126,7 @@ Plan ModditPolicy::plan(const CallInfo& call) {
 bool ModditPolicy::plain_dense(const CallInfo& call) const {
   const Impl& I = *impl_;
   I.check_call(call);
-  return I.cfg.warmup_precision == "exact" &&
+  return I.cfg.warmup_precision == "exact" && !I.static_step(call) &&
          (I.dense_layer[call.layer] ||
           core::schedule_kind(call.step, I.cfg.warmup_steps, I.cfg.interval) == CallKind::Dense);
 }

@@ -25,31 +25,19 @@ void check_target(double target, const char* who) {
 }
 }  // namespace
 
-StaticMaskPolicy::StaticMaskPolicy(StaticMaskKind kind, double target_density, int warmup_steps)
-    : kind_(kind), target_(target_density), warmup_(warmup_steps) {
+StaticMaskPolicy::StaticMaskPolicy(core::StaticMaskKind kind, double target_density, int warmup_steps)
+    : kind_(kind), warmup_(warmup_steps), layout_(kind, target_density) {
   check_target(target_density, "static mask policy");
 }
 
 std::string StaticMaskPolicy::name() const {
-  return kind_ == StaticMaskKind::Window ? "window" : "radial";
+  return kind_ == core::StaticMaskKind::Window ? "window" : "radial";
 }
 
 Plan StaticMaskPolicy::plan(const CallInfo& call) {
   if (call.step < warmup_) return dense_plan(call.num_heads);
   MODDIT_CHECK(call.grid && call.tokens, name(), ": call has no grid or token layout");
-  // Keyed by the whole token layout and block size: two layouts with the same
-  // number of video blocks (another frame shape) need another mask.
-  const std::string key = call.tokens->describe() + ", block " + std::to_string(call.grid->block_size);
-  if (cached_for_ != key) {
-    mask_ = static_video_mask(kind_, *call.tokens, *call.grid, target_);
-    cached_for_ = key;
-  }
-  const size_t nn = mask_.size();
-  std::vector<uint8_t> masks(nn * call.batch * call.num_heads);
-  for (size_t r = 0; r < size_t(call.batch) * call.num_heads; ++r)
-    std::copy(mask_.begin(), mask_.end(), masks.begin() + r * nn);
-  return sparse_plan(core::layout_from_video_masks(masks, *call.grid, call.batch, call.num_heads),
-                     call.num_heads, name());
+  return sparse_plan(layout_.layout(call), call.num_heads, name());
 }
 
 OraclePolicy::OraclePolicy(double target_density, int warmup_steps)

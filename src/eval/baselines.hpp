@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "eval/dense_stats.hpp"
-#include "eval/static_masks.hpp"
+#include "core/static_mask_layout.hpp"
 #include "moddit/policy.hpp"
 
 namespace moddit {
@@ -21,18 +21,16 @@ namespace eval {
 // layer and step; built once per grid.
 class StaticMaskPolicy : public Policy {
  public:
-  StaticMaskPolicy(StaticMaskKind kind, double target_density, int warmup_steps);
+  StaticMaskPolicy(core::StaticMaskKind kind, double target_density, int warmup_steps);
   std::string name() const override;
   Plan plan(const CallInfo& call) override;
   // The n x n mask of the last grid planned for (empty before the first sparse call).
-  const std::vector<uint8_t>& video_mask() const { return mask_; }
+  const std::vector<uint8_t>& video_mask() const { return layout_.video_mask(); }
 
  private:
-  StaticMaskKind kind_;
-  double target_;
+  core::StaticMaskKind kind_;
   int warmup_;
-  std::string cached_for_;  // the token layout and block size mask_ was built for
-  std::vector<uint8_t> mask_;
+  core::StaticMaskLayout layout_;  // built once per call shape
 };
 
 // The oracle: per (batch item, head) the key blocks with the most dense mass

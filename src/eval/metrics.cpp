@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
-#include "eval/target_fill.hpp"
+#include "core/target_fill.hpp"
 #include "moddit/error.hpp"
 
 namespace moddit {
@@ -54,7 +54,7 @@ double kept_mass(const uint8_t* mask, const double* mass, const double* other_ma
 std::vector<uint8_t> oracle_video_mask(const double* mass, const BlockGrid& grid, double target) {
   const int n = grid.num_video_blocks;
   std::vector<uint8_t> mask(static_cast<size_t>(n) * n, 0);
-  const std::vector<double> pairs = video_block_pairs(grid);
+  const std::vector<double> pairs = core::video_block_pairs(grid);
   for (int i = 0; i < n; ++i) mask[static_cast<size_t>(i) * n + i] = 1;
   std::vector<int32_t> order;
   order.reserve(static_cast<size_t>(n) * n);
@@ -66,7 +66,7 @@ std::vector<uint8_t> oracle_video_mask(const double* mass, const BlockGrid& grid
     const double da = mass[a] / pairs[a], db = mass[b] / pairs[b];
     return da != db ? da > db : a < b;
   });
-  fill_to_target(order, grid, target, mask.data());
+  core::fill_to_target(order, grid, target, mask.data());
   return mask;
 }
 

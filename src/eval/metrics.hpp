@@ -24,7 +24,7 @@ double kept_mass(const uint8_t* mask, const double* mass, const double* other_ma
 
 // The oracle for one (b, h): the diagonal blocks, then the video blocks in
 // descending order of dense mass per token pair, to the target density by
-// fill_to_target (eval/target_fill.hpp). For equal-sized blocks no mask of the
+// fill_to_target (core/target_fill.hpp). For equal-sized blocks no mask of the
 // same number of blocks that keeps the diagonal holds more mass.
 std::vector<uint8_t> oracle_video_mask(const double* mass, const BlockGrid& grid, double target);
 

@@ -64,10 +64,10 @@ std::shared_ptr<Policy> make_policy(const EvalPolicySpec& spec, int num_layers, 
     return p;
   }
   if (spec.kind == "window")
-    return std::make_shared<eval::StaticMaskPolicy>(eval::StaticMaskKind::Window,
+    return std::make_shared<eval::StaticMaskPolicy>(core::StaticMaskKind::Window,
                                                     c.target_density, c.warmup_steps);
   if (spec.kind == "radial")
-    return std::make_shared<eval::StaticMaskPolicy>(eval::StaticMaskKind::Radial,
+    return std::make_shared<eval::StaticMaskPolicy>(core::StaticMaskKind::Radial,
                                                     c.target_density, c.warmup_steps);
   throw Error("unknown policy '" + spec.kind + "'");
 }

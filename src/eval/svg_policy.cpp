@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "core/video_mask.hpp"
-#include "eval/target_fill.hpp"
+#include "core/target_fill.hpp"
 #include "moddit/error.hpp"
 #include "vdit/geometry.hpp"
 
@@ -41,7 +41,7 @@ std::vector<uint8_t> mask_at_density(MaskOf mask_of, int64_t hi, const BlockGrid
   std::stable_sort(order.begin(), order.end(), [n](int32_t a, int32_t b) {
     return std::abs(a / n - a % n) < std::abs(b / n - b % n);
   });
-  fill_to_target(order, grid, target, mask.data());
+  core::fill_to_target(order, grid, target, mask.data());
   return mask;
 }
 

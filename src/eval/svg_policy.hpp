@@ -6,7 +6,7 @@
 // the batch, so a head has one mask per call).
 //
 // Masks, at the target video density (the radius that reaches it, its last
-// ring trimmed by eval/target_fill.hpp's rule, nearest the diagonal first):
+// ring trimmed by core/target_fill.hpp's rule, nearest the diagonal first):
 //   spatial   the same frame, spatial indices within rs of each other (rs grows
 //             to the whole frame, then neighbouring frames join);
 //   temporal  the same spatial position in the frames within rf (rf grows to

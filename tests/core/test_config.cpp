@@ -37,6 +37,9 @@ TEST(ModditConfig, RoundTripsEveryField) {
   c.device_step = false;
   c.precision = "fp8";
   c.warmup_precision = "fp8";
+  c.sparse_warmup_steps = 5;
+  c.sparse_warmup_mask = "window";
+  c.sparse_warmup_density = 0.4375;
   const ModditConfig r = moddit_config_from_json(moddit_config_to_json(c));
   EXPECT_EQ(r.block_size, c.block_size);
   EXPECT_EQ(r.eta, c.eta);
@@ -52,6 +55,9 @@ TEST(ModditConfig, RoundTripsEveryField) {
   EXPECT_EQ(r.device_step, c.device_step);
   EXPECT_EQ(r.precision, c.precision);
   EXPECT_EQ(r.warmup_precision, c.warmup_precision);
+  EXPECT_EQ(r.sparse_warmup_steps, c.sparse_warmup_steps);
+  EXPECT_EQ(r.sparse_warmup_mask, c.sparse_warmup_mask);
+  EXPECT_EQ(r.sparse_warmup_density, c.sparse_warmup_density);
   // An empty object gives the defaults; a partial one overrides only its keys.
   const ModditConfig d = moddit_config_from_json("{}");
   EXPECT_EQ(moddit_config_to_json(d), moddit_config_to_json(ModditConfig{}));
@@ -125,4 +131,25 @@ TEST(ModditConfig, LoadNamesTheFile) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
   }
+}
+
+TEST(ModditConfig, SparseWarmupDefaultsOffAndRefusesBadValues) {
+  const ModditConfig d;
+  EXPECT_EQ(d.sparse_warmup_steps, 0);  // off: the paper's dense warm-up
+  EXPECT_EQ(d.sparse_warmup_mask, "radial");
+  EXPECT_EQ(d.sparse_warmup_density, 0.30);
+  // Up to warmup_steps - 2: the record steps m-2, m-1 stay dense.
+  EXPECT_EQ(moddit_config_from_json(R"({"sparse_warmup_steps": 10})").sparse_warmup_steps, 10);
+  EXPECT_EQ(moddit_config_from_json(R"({"warmup_steps": 4, "sparse_warmup_steps": 2})")
+                .sparse_warmup_steps, 2);
+  expect_error(R"({"sparse_warmup_steps": 11})", "sparse_warmup_steps");
+  expect_error(R"({"warmup_steps": 4, "sparse_warmup_steps": 3})", "sparse_warmup_steps");
+  expect_error(R"({"sparse_warmup_steps": -1})", "sparse_warmup_steps");
+  expect_error(R"({"sparse_warmup_steps": 1.5})", "sparse_warmup_steps");
+  expect_error(R"({"sparse_warmup_mask": "oracle"})", "sparse_warmup_mask");
+  expect_error(R"({"sparse_warmup_mask": 1})", "sparse_warmup_mask");
+  expect_error(R"({"sparse_warmup_density": 0})", "sparse_warmup_density");
+  expect_error(R"({"sparse_warmup_density": 1.01})", "sparse_warmup_density");
+  expect_error(R"({"sparse_warmup_density": "0.3"})", "sparse_warmup_density");
+  EXPECT_EQ(moddit_config_from_json(R"({"sparse_warmup_density": 1})").sparse_warmup_density, 1.0);
 }

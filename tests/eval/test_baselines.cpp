@@ -6,7 +6,7 @@
 
 #include "eval/baselines.hpp"
 #include "eval/metrics.hpp"
-#include "eval/static_masks.hpp"
+#include "core/static_masks.hpp"
 #include "eval_test_util.hpp"
 #include "moddit/error.hpp"
 #include "moddit/eval.hpp"
@@ -35,9 +35,9 @@ TEST(StaticMasks, DensityIsTheTargetWithinHalfABlockAndKeepsDiagonal) {
   for (const TokenLayout& t : {video_layout(6, 16, 16), video_layout(5, 9, 13), video_layout(13, 4, 30)})
     for (int bs : {64, 128})
       for (double target : {0.05, 0.15, 0.3, 0.7, 1.0})
-        for (auto kind : {eval::StaticMaskKind::Window, eval::StaticMaskKind::Radial}) {
+        for (auto kind : {core::StaticMaskKind::Window, core::StaticMaskKind::Radial}) {
           const BlockGrid grid = make_block_grid(t, bs);
-          const auto m = eval::static_video_mask(kind, t, grid, target);
+          const auto m = core::static_video_mask(kind, t, grid, target);
           const int n = grid.num_video_blocks;
           for (int i = 0; i < n; ++i) ASSERT_TRUE(m[i * n + i]);
           const double d = video_mask_density(m.data(), grid);
@@ -60,8 +60,8 @@ TEST(StaticMasks, RadialFollowsTheEnergyDecayAndDiffersFromTheWindow) {
   const int n = grid.num_video_blocks, per_frame = 6;
   ASSERT_EQ(n, 48);
   for (double target : {0.10, 0.15, 0.20, 0.30}) {
-    const auto w = eval::static_video_mask(eval::StaticMaskKind::Window, t, grid, target);
-    const auto r = eval::static_video_mask(eval::StaticMaskKind::Radial, t, grid, target);
+    const auto w = core::static_video_mask(core::StaticMaskKind::Window, t, grid, target);
+    const auto r = core::static_video_mask(core::StaticMaskKind::Radial, t, grid, target);
     EXPECT_NE(w, r) << target;
     EXPECT_NEAR(video_mask_density(r.data(), grid), target, 0.5 / (n * n) + 1e-12);
     // Energy decay: the live blocks per frame pair never grow with the band of
@@ -83,7 +83,7 @@ TEST(StaticMasks, WindowPrefersNearBlocks) {
   // 8 frames of one block each: the window at 3/8 density is the tridiagonal band.
   const TokenLayout t = video_layout(8, 8, 16);  // 128 tokens per frame
   const BlockGrid grid = make_block_grid(t, 128);
-  const auto m = eval::static_video_mask(eval::StaticMaskKind::Window, t, grid, (8 + 14) / 64.0);
+  const auto m = core::static_video_mask(core::StaticMaskKind::Window, t, grid, (8 + 14) / 64.0);
   for (int i = 0; i < 8; ++i)
     for (int j = 0; j < 8; ++j) EXPECT_EQ(m[i * 8 + j], std::abs(i - j) <= 1 ? 1 : 0) << i << "," << j;
 }
@@ -167,7 +167,7 @@ TEST(Baselines, DenseBeforeWarmupAndLayoutsKeepTextAndDiagonal) {
   call.head_dim = 64;
   call.tokens = &t;
   call.grid = &grid;
-  eval::StaticMaskPolicy radial(eval::StaticMaskKind::Radial, 0.2, 5);
+  eval::StaticMaskPolicy radial(core::StaticMaskKind::Radial, 0.2, 5);
   call.step = 4;
   Plan p = radial.plan(call);
   ASSERT_EQ(p.groups.size(), 1u);

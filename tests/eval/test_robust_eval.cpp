@@ -35,7 +35,7 @@ TEST(RobustEval, StaticMaskIsNotReusedForAnotherLayoutOfTheSameBlockCount) {
   // Both 1024 video tokens (16 blocks of 64), with other frame shapes.
   const TokenLayout a = video(2, 16, 32), b = video(16, 8, 8);
   ASSERT_EQ(make_block_grid(a, 64).num_video_blocks, make_block_grid(b, 64).num_video_blocks);
-  for (auto kind : {eval::StaticMaskKind::Window, eval::StaticMaskKind::Radial}) {
+  for (auto kind : {core::StaticMaskKind::Window, core::StaticMaskKind::Radial}) {
     eval::StaticMaskPolicy reused(kind, 0.3, 2), fresh(kind, 0.3, 2);
     const Plan pa = plan_for(reused, a);
     const Plan pr = plan_for(reused, b), pf = plan_for(fresh, b);

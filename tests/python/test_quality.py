@@ -151,7 +151,7 @@ def test_baseline_masks_come_from_moddit_eval_builders():
     skip = moddit.VditHeadChoice()
     skip.mode = moddit.VditMode.SKIP
     assert not C.vdit_video_mask(skip, tokens, grid).any()
-    with pytest.raises(moddit.Error, match="'window' or 'radial'"):
+    with pytest.raises(moddit.Error, match='"radial" or "window"'):
         C.static_video_mask("tile", tokens, grid, 0.15)
     with pytest.raises(moddit.Error, match=r"target density must be in \(0, 1\]"):
         C.svg_video_masks(tokens, grid, 0.0)
@@ -252,6 +252,8 @@ def test_smoke_run_covers_every_policy_and_output(smoke):
     assert policies == {"moddit_default", "moddit_paper", "oracle", "window", "radial", "svg",
                         "sparse_vdit"}
     assert any(r.get("group", "").startswith("sweep:warmup_steps") for r in runs.values())
+    warm = [r for r in runs.values() if r.get("group") == "sweep:sparse_warmup_steps"]
+    assert [r["params"] for r in warm] == [{"sparse_warmup_steps": 1}]
     for name, r in runs.items():
         if name == "dense":
             continue
@@ -288,6 +290,7 @@ def test_report_and_summary_from_the_smoke_results(smoke, tmp_path):
     assert text.count("BEGIN moddit-tiny quality") == 1 and "kept" in text
     assert "Target density 0.50" in text and "Sparse-vDiT (searched)" in text
     assert "Which attention metric predicts video quality" in text
+    assert "**sparse_warmup_steps**" in text
     assert (tmp_path / "quality" / "psnr_vs_density.png").exists()
     from moddit.quality import cli
 

@@ -36,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--densities", type=_floats, default=None, help="main table, e.g. 0.15,0.2")
     p.add_argument("--extra-densities", type=_floats, default=None, help="e.g. 0.1,0.3")
     p.add_argument("--sweep-warmups", type=_ints, default=None, help="e.g. 6,2,4,8")
+    p.add_argument("--sweep-sparse-warmups", type=_ints, default=None,
+                   help="sparse_warmup_steps values swept at the sweep density, e.g. 4,8,10 "
+                        "(the default); empty: none")
     p.add_argument("--calib-pairs", type=int, default=None)
     p.add_argument("--calib-steps", type=_ints, default=None, help="recorded steps, e.g. 12,30")
     p.add_argument("--shadow-items", type=int, default=None,
@@ -90,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     kw = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), "started": started}
     for name in ("device", "pairs", "steps", "densities", "extra_densities", "sweep_warmups",
-                 "calib_pairs", "calib_steps", "shadow_items", "scratch"):
+                 "sweep_sparse_warmups", "calib_pairs", "calib_steps", "shadow_items", "scratch"):
         value = getattr(args, name)
         if value is not None:
             kw[name] = tuple(value) if isinstance(value, list) else value

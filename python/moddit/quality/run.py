@@ -63,6 +63,9 @@ class Settings:
     sweep_tau_es: Sequence[float] = (1.0, -1e9)
     second_density: float = 0.20
     second_warmups: Sequence[int] = (6, 2)
+    # sparse_warmup_steps (the static radial mask at its default density 0.30 on
+    # the first steps of the warm-up): its quality cost, at the sweep density.
+    sweep_sparse_warmups: Sequence[int] = (4, 8, 10)
     sweep_pairs: int = 8                    # the sweeps' videos (the first ones; >= pairs: all)
     calib_pairs: int = 2
     calib_steps: Sequence[int] = (12, 30)
@@ -88,8 +91,8 @@ def smoke_settings(model: str, out_dir: str, **kw) -> Settings:
     base = dict(model=model, out_dir=out_dir, device="cpu", dtype="f32", size=(4, 16, 16),
                 steps=6, pairs=2, block=64, warmup=3, densities=(0.5,), extra_densities=(),
                 sweep_density=0.5, sweep_warmups=(2,), sweep_intervals=(), sweep_etas=(),
-                sweep_tau_es=(), second_density=0.75, second_warmups=(), calib_pairs=1,
-                calib_steps=(3, 4), shadow_items=1, stats_items=1, frame_pairs=(0, 1),
+                sweep_tau_es=(), second_density=0.75, second_warmups=(), sweep_sparse_warmups=(1,),
+                calib_pairs=1, calib_steps=(3, 4), shadow_items=1, stats_items=1, frame_pairs=(0, 1),
                 sweep_pairs=1, budget_seconds=1e9, reserve_seconds=0.0,
                 extras=False,
                 cpu_threads=1, smoke=True)
@@ -466,6 +469,8 @@ class Evaluation:
             extra_keys["map_signal"] = ["eq2"]
         if '"prediction"' in keys:
             extra_keys["prediction"] = ["linear"]
+        if s.sweep_sparse_warmups:
+            extra_keys["sparse_warmup_steps"] = [int(m) for m in s.sweep_sparse_warmups]
         out = planmod.main_table(s.densities, planmod.MAIN)
         out += planmod.main_table(s.extra_densities, planmod.MAIN_EXTRA)
         out += planmod.sweeps(s.sweep_density, s.sweep_warmups, s.sweep_intervals, s.sweep_etas,

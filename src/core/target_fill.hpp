@@ -1,6 +1,6 @@
 #pragma once
-// The one rule by which every evaluation policy meets a target density (the
-// oracle, window, radial, SVG): blocks are taken in the policy's own order, each
+// The one rule by which every static or evaluation mask meets a target density
+// (the oracle, window, radial, SVG, MOD-DiT's sparse warm-up): blocks are taken in the policy's own order, each
 // only while it brings the token-pair weighted video density closer to the
 // target, and the first that would not ends the walk. The achieved density is
 // then within half a block's area of the target, unless the mask's mandatory
@@ -12,7 +12,7 @@
 #include "moddit/block_layout.hpp"
 
 namespace moddit {
-namespace eval {
+namespace core {
 
 // Token pairs of block (i, j) of the n x n video grid, row-major.
 std::vector<double> video_block_pairs(const BlockGrid& grid);
@@ -22,5 +22,5 @@ std::vector<double> video_block_pairs(const BlockGrid& grid);
 double fill_to_target(const std::vector<int32_t>& order, const BlockGrid& grid, double target,
                       uint8_t* mask);
 
-}  // namespace eval
+}  // namespace core
 }  // namespace moddit

@@ -1,6 +1,8 @@
 #pragma once
-// Static (content-independent) video masks of the evaluation baselines, on the
-// n x n video block grid, sized to a target density.
+// Static (content-independent) video masks, on the n x n video block grid, sized
+// to a target density: the evaluation's window and radial baselines, and
+// MOD-DiT's sparse warm-up (ModditConfig::sparse_warmup_steps). In core so that
+// both use this one implementation.
 //
 // Geometry: a video block is a run of frame-major tokens; it is split at frame
 // boundaries into segments, each summarised by its frame and the mean (y, x) of
@@ -24,7 +26,7 @@
 //   index, across rows, not over a (row, column) square.
 //
 // Both keep the diagonal, then add block pairs in ascending key order, ties cut
-// by (|i-j|, i, j), to the target density by the rule of eval/target_fill.hpp
+// by (|i-j|, i, j), to the target density by the rule of core/target_fill.hpp
 // (within half a block of it).
 #include <cstdint>
 #include <string>
@@ -33,12 +35,12 @@
 #include "moddit/token_layout.hpp"
 
 namespace moddit {
-namespace eval {
+namespace core {
 
 enum class StaticMaskKind { Window, Radial };
 
 std::vector<uint8_t> static_video_mask(StaticMaskKind kind, const TokenLayout& tokens,
                                        const BlockGrid& grid, double target_density);
 
-}  // namespace eval
+}  // namespace core
 }  // namespace moddit

@@ -1,15 +1,15 @@
-#include "eval/static_masks.hpp"
+#include "core/static_masks.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
 
-#include "eval/target_fill.hpp"
+#include "core/target_fill.hpp"
 #include "moddit/error.hpp"
 
 namespace moddit {
-namespace eval {
+namespace core {
 
 namespace {
 
@@ -103,5 +103,5 @@ std::vector<uint8_t> static_video_mask(StaticMaskKind kind, const TokenLayout& t
   return mask;
 }
 
-}  // namespace eval
+}  // namespace core
 }  // namespace moddit

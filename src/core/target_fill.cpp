@@ -1,7 +1,7 @@
-#include "eval/target_fill.hpp"
+#include "core/target_fill.hpp"
 
 namespace moddit {
-namespace eval {
+namespace core {
 
 std::vector<double> video_block_pairs(const BlockGrid& grid) {
   const int n = grid.num_video_blocks, fv = grid.first_video_block;
@@ -30,5 +30,5 @@ double fill_to_target(const std::vector<int32_t>& order, const BlockGrid& grid, 
   return total > 0 ? live / total : 1.0;
 }
 
-}  // namespace eval
+}  // namespace core
 }  // namespace moddit
