@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/static_mask_layout.hpp"
 #include "io/input_file.hpp"
 #include "io/json_number.hpp"
 #include "moddit/config.hpp"
@@ -37,9 +38,7 @@ void ModditConfig::validate() const {
   MODDIT_CHECK(sparse_warmup_steps >= 0 && sparse_warmup_steps <= warmup_steps - 2,
                "config: sparse_warmup_steps must be in [0, warmup_steps-2 = ", warmup_steps - 2,
                "] (the record steps stay dense), got ", sparse_warmup_steps);
-  MODDIT_CHECK(sparse_warmup_mask == "radial" || sparse_warmup_mask == "window",
-               "config: sparse_warmup_mask must be \"radial\" or \"window\", got \"",
-               sparse_warmup_mask, "\"");
+  core::static_mask_kind(sparse_warmup_mask, "config: sparse_warmup_mask");  // the one list of names
   MODDIT_CHECK(std::isfinite(sparse_warmup_density) && sparse_warmup_density > 0.0 &&
                    sparse_warmup_density <= 1.0,
                "config: sparse_warmup_density must be in (0, 1], got ", sparse_warmup_density);
